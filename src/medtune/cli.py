@@ -1,0 +1,180 @@
+"""The `medtune` command: parse arguments, load the config, call the stage. No training logic here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from medtune.errors import MedtuneError
+
+# stage name -> (module, config class); imported only when used, so `medtune --help` stays fast
+STAGES = {"sft": ("medtune.stages.sft", "SFTConfig")}
+
+
+def _stage(name: str):
+    module = importlib.import_module(STAGES[name][0])
+    return module, getattr(module, STAGES[name][1])
+
+
+def _split_recipe(args: list[str]):
+    """`[recipe.yaml] key=value ...` -> (recipe or None, overrides)."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def cmd_stage(ns) -> int:
+    from medtune.config import load_config
+
+    module, cls = _stage(ns.command)
+    recipe, overrides = _split_recipe(ns.args)
+    cfg = load_config(cls, recipe, overrides)
+    module.run(cfg)
+    return 0
+
+
+def cmd_validate(ns) -> int:
+    from medtune.config import load_config, read_yaml
+    from medtune.data import formats
+
+    recipe, overrides = _split_recipe(ns.args)
+    if recipe is None:
+        raise MedtuneError("validate needs a recipe file", hint="medtune validate recipes/sft_demo.yaml")
+    stage = ns.stage or read_yaml(recipe).get("stage")
+    if stage not in STAGES:
+        raise MedtuneError(
+            f"cannot tell which stage this recipe is for (stage: {stage!r})",
+            where=recipe,
+            hint=f"add `stage: sft` to the recipe or pass --stage (one of: {', '.join(STAGES)})",
+        )
+    _, cls = _stage(stage)
+    cfg = load_config(cls, recipe, overrides)
+    data = getattr(cfg, "data", None)
+    paths = getattr(data, "path", []) if data else []
+    from medtune.data import resolve_path
+
+    for p in [paths] if isinstance(paths, str) else paths:
+        summary = formats.validate_file(resolve_path(p), getattr(data, "format", "auto"))
+        print(f"data ok: {p}: {summary['records']} records ({summary['format']})")
+    model = getattr(cfg, "model", None)
+    if model is not None and model.name_or_path != "default":
+        from medtune.models import resolve
+
+        resolve(model.name_or_path)
+    print(f"recipe ok: {recipe} (stage {stage})")
+    return 0
+
+
+def cmd_data(ns) -> int:
+    from medtune.data import formats
+
+    if ns.data_command == "validate":
+        for path in ns.files:
+            s = formats.validate_file(path, ns.format)
+            langs = ", ".join(f"{k} {v}" for k, v in s["languages"].items() if v)
+            print(f"{path}: ok - {s['records']} records, format {s['format']}, {s['turns']} turns, "
+                  f"{s['multi_turn']} multi-turn, {s['system_prompts']} with a system prompt; languages: {langs}")
+    elif ns.data_command == "convert":
+        n = formats.convert_file(ns.src, ns.dst, to=ns.to, fmt=ns.format)
+        print(f"wrote {n} records to {ns.dst} ({ns.to})")
+    return 0
+
+
+def cmd_model(ns) -> int:
+    from medtune.models import import_gguf
+
+    import_gguf(ns.gguf, ns.out_dir)
+    return 0
+
+
+def cmd_chat(ns) -> int:
+    from medtune import chat
+
+    settings = chat.GenerationSettings(
+        temperature=ns.temperature, top_p=ns.top_p, max_new_tokens=ns.max_new_tokens,
+        repetition_penalty=ns.repetition_penalty, no_repeat_ngram_size=ns.no_repeat_ngram_size,
+    )
+    return chat.main(ns.model, settings, prompt=ns.prompt, system=ns.system, template=ns.template,
+                     trust_remote_code=ns.trust_remote_code)
+
+
+def cmd_demo(ns) -> int:
+    from medtune import demo
+
+    return demo.main(output_dir=ns.output_dir, steps=ns.max_steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medtune import NOT_MEDICAL_ADVICE, __version__
+
+    p = argparse.ArgumentParser(prog="medtune", description="Turn an open LLM into a medical model.",
+                                epilog=NOT_MEDICAL_ADVICE)
+    p.add_argument("--version", action="version", version=f"medtune {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name in STAGES:
+        s = sub.add_parser(name, help=f"run the {name.upper()} stage: medtune {name} RECIPE [key=value ...]")
+        s.add_argument("args", nargs="*", help="a recipe YAML, then dotted overrides such as train.learning_rate=1e-5")
+        s.set_defaults(func=cmd_stage)
+
+    v = sub.add_parser("validate", help="check a recipe (keys, types, data files) without running it")
+    v.add_argument("args", nargs="+", help="RECIPE [key=value ...]")
+    v.add_argument("--stage", choices=list(STAGES), help="the stage, when the recipe has no `stage:` key")
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("data", help="check and convert data files")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dv = dsub.add_parser("validate", help="check files against the data contract (docs/data-formats.md)")
+    dv.add_argument("files", nargs="+")
+    dv.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca"])
+    dc = dsub.add_parser("convert", help="convert a dialogue file to another format")
+    dc.add_argument("src")
+    dc.add_argument("dst")
+    dc.add_argument("--to", default="messages", choices=["messages", "sharegpt", "alpaca"])
+    dc.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca"])
+    d.set_defaults(func=cmd_data)
+
+    m = sub.add_parser("model", help="model utilities")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    mi = msub.add_parser("import", help="convert a GGUF file to a safetensors checkpoint with its tokenizer")
+    mi.add_argument("gguf")
+    mi.add_argument("out_dir")
+    m.set_defaults(func=cmd_model)
+
+    c = sub.add_parser("chat", help="chat with a model or a run folder (answers are not medical advice)")
+    c.add_argument("model", nargs="?", default="default", help="default, a run folder, an HF folder, a .gguf file or a hub id")
+    c.add_argument("--prompt", help="answer this one message and exit")
+    c.add_argument("--system", help="a system message")
+    c.add_argument("--template", help="override the chat template (default: the run's or the tokenizer's)")
+    c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    c.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    c.add_argument("--max-new-tokens", type=int, default=256, help="default 256")
+    c.add_argument("--repetition-penalty", type=float, default=1.1, help="1.0 = off (default 1.1)")
+    c.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (default 0 = off)")
+    c.add_argument("--trust-remote-code", action="store_true")
+    c.set_defaults(func=cmd_chat)
+
+    dm = sub.add_parser("demo", help="fine-tune the embedded default on the demo data; show answers before and after")
+    dm.add_argument("--output-dir", default="runs/demo-sft")
+    dm.add_argument("--max-steps", type=int, default=None, help="cap training steps (default: the demo recipe's)")
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ns = build_parser().parse_args(argv)
+    try:
+        return ns.func(ns)
+    except MedtuneError as exc:
+        print(f"medtune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nmedtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

