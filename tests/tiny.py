@@ -67,6 +67,7 @@ def tiny_llama(tokenizer=None, *, hidden: int = 32, layers: int = 2, seed: int =
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # wide enough logits that a LoRA on the tiny body can move the loss
         attn_implementation="sdpa",
     )
     return LlamaForCausalLM(config).eval()

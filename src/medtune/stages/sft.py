@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Union
 
 from medtune import runs
 from medtune.data import formats, packing, templates
@@ -63,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     scheduler: str = "cosine"
     max_grad_norm: float = 1.0
-    bf16: Literal["auto", "true", "false"] = "auto"
+    bf16: Union[Literal["auto"], bool] = "auto"
     fp16: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = 10
@@ -163,11 +163,11 @@ def load_data(cfg: SFTConfig, tokenizer, fmt):
 # --------------------------------------------------------------------------------------------- train
 
 
-def bf16_wanted(setting: str) -> bool:
+def bf16_wanted(setting) -> bool:
     import torch
 
     if setting != "auto":
-        return setting == "true"
+        return bool(setting)
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") and torch.cpu._is_avx512_bf16_supported()
@@ -217,7 +217,7 @@ def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
 def run(cfg: SFTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     import torch
-    from transformers import Trainer
+    from transformers import Trainer, set_seed
 
     from medtune import models
 
@@ -235,6 +235,7 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     if cfg.lora.method == "qlora" and not torch.cuda.is_available():
         raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    set_seed(cfg.train.seed)  # before the LoRA matrices are drawn: the same recipe gives the same run
     loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
     model, tokenizer = loaded.model, loaded.tokenizer
     fmt = templates.resolve_format(tokenizer, cfg.model.template)

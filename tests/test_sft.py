@@ -1,0 +1,158 @@
+"""The SFT stage end to end on a tiny in-process model: it learns, masks, resumes and refuses bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medtune import runs
+from medtune.config import load_config
+from medtune.data import templates
+from medtune.errors import DataError, MedtuneError
+from medtune.stages import sft
+from tiny import save_tiny, tiny_tokenizer
+
+QA = [("I have a fever.", "Rest, drink water, see a doctor."), ("My chest hurts.", "Call an ambulance now."),
+      ("患者咳嗽", "建议休息并就医。"), ("Thirst and urination?", "Test HbA1c for diabetes.")]
+
+
+def write_data(path, n=32):
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            q, a = QA[i % len(QA)]
+            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            if i % 4 == 3:  # multi-turn
+                msgs += [{"role": "user", "content": "Anything else?"}, {"role": "assistant", "content": "No."}]
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64)
+
+
+def config(tiny_model, data, out, *extra):
+    return load_config(sft.SFTConfig, None, [
+        f"model.name_or_path={tiny_model}", f"data.path={data}", f"output_dir={out}",
+        "train.batch_size=2", "train.learning_rate=2e-2", "train.logging_steps=1", "train.bf16=false",
+        "lora.r=8", *extra,
+    ])
+
+
+def test_encode_examples_masks_all_but_assistant_turns():
+    tok = tiny_tokenizer()
+    fmt = templates.resolve_format(tok)
+    stats = dict.fromkeys(["dropped_too_long", "truncated_to_whole_turns", "dropped_no_target"], 0)
+    dialogue = {"messages": [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "yes"},
+                             {"role": "user", "content": "c"}, {"role": "assistant", "content": "no"}], "source": "x:1"}
+    (ex,) = sft.encode_examples([dialogue], tok, fmt, sft.DataConfig(max_length=512), stats)
+    trained = tok.decode([t for t in ex["labels"] if t != -100])
+    assert trained == "yes<|im_end|>no<|im_end|>"
+    # truncation: drop by default, or keep whole leading turns; never an assistant turn without its end token
+    short = sft.DataConfig(max_length=len(ex["input_ids"]) - 3)
+    assert sft.encode_examples([dialogue], tok, fmt, short, stats) == [] and stats["dropped_too_long"] == 1
+    short.truncation = "turns"
+    (cut,) = sft.encode_examples([dialogue], tok, fmt, short, stats)
+    assert tok.decode([t for t in cut["labels"] if t != -100]) == "yes<|im_end|>"
+    assert stats["truncated_to_whole_turns"] == 1
+
+
+def test_sft_lora_learns_and_writes_a_self_describing_run(tiny_model, tmp_path):
+    data = write_data(tmp_path / "d.jsonl")
+    out = sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=30", "data.val_size=4",
+                         "train.eval_steps=30"))
+    manifest = runs.read_manifest(out)
+    assert manifest["status"] == "completed" and manifest["adapter"] and manifest["packing"]
+    assert manifest["data"][0]["sha256"] and manifest["data"][0]["records"] == 32
+    assert manifest["libraries"]["transformers"]
+    losses = [h["loss"] for h in manifest["history"] if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0], losses  # it learns
+    assert manifest["metrics"]["eval_loss"] < manifest["metrics"]["eval_loss_before"]
+    # a PEFT folder: LoRA B matrices start at zero and must have moved
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())
+    assert not (out / "checkpoints").exists()  # removed after success unless keep_checkpoints
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    # later commands need only the folder: load it and generate; it learned to stop
+    from medtune import chat
+
+    cm = chat.load_chat_model(str(out))
+    text, stopped = chat.generate(cm, [{"role": "user", "content": "My chest hurts."}],
+                                  chat.GenerationSettings(temperature=0, max_new_tokens=20, repetition_penalty=1.0))
+    assert stopped and "ambulance" in text
+
+
+def test_full_finetune_saves_loadable_weights(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    out = sft.run(config(tiny_model, data, tmp_path / "full", "lora.method=full", "train.max_steps=3"))
+    assert not runs.read_manifest(out)["adapter"]
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert not torch.equal(tuned.model.layers[0].mlp.down_proj.weight, base.model.layers[0].mlp.down_proj.weight)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_checkpoint(step):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == step:
+                raise _Crash()
+
+    return Crash()
+
+
+def test_resume_continues_at_the_same_step_with_the_same_data_order(tiny_model, tmp_path):
+    data = write_data(tmp_path / "d.jsonl")
+    common = ["train.max_steps=8", "train.save_steps=4", "lora.dropout=0.1"]
+    straight = sft.run(config(tiny_model, data, tmp_path / "a", *common))
+    with pytest.raises(_Crash):
+        sft.run(config(tiny_model, data, tmp_path / "b", *common), callbacks=[_crash_after_checkpoint(4)])
+    assert runs.read_manifest(tmp_path / "b")["status"] == "failed"
+    assert runs.last_checkpoint(tmp_path / "b").name == "checkpoint-4"
+    with pytest.raises(MedtuneError, match="unfinished run"):
+        sft.run(config(tiny_model, data, tmp_path / "b", *common))
+    resumed = sft.run(config(tiny_model, data, tmp_path / "b", *common, "resume=true"))
+    h_a = {h["step"]: h["loss"] for h in runs.read_manifest(straight)["history"] if "loss" in h}
+    h_b = {h["step"]: h["loss"] for h in runs.read_manifest(resumed)["history"] if "loss" in h}
+    assert min(k for k in h_b if k > 4) == 5  # it continued at step 5, not from the start
+    for step in range(5, 9):
+        assert h_b[step] == pytest.approx(h_a[step], rel=1e-4), step
+    wa, wb = load_file(straight / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_bad_data_fails_before_training_and_never_damages_a_finished_run(tiny_model, tmp_path):
+    data = write_data(tmp_path / "d.jsonl", n=4)
+    out = sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=1"))
+    before = (out / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(MedtuneError, match="completed run"):
+        sft.run(config(tiny_model, data, out, "train.max_steps=1"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(data.read_text() + '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}\n')
+    with pytest.raises(DataError) as e:
+        sft.run(config(tiny_model, bad, tmp_path / "run2", "train.max_steps=1"))
+    assert "bad.jsonl:5" in str(e.value) and "messages[1].content" in str(e.value)
+    assert not (tmp_path / "run2" / "adapter_model.safetensors").exists()
+    assert (out / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_a_lora_run_chains_into_the_next_stage(tiny_model, tmp_path):
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    first = sft.run(config(tiny_model, data, tmp_path / "one", "train.max_steps=2"))
+    second = sft.run(config(first, data, tmp_path / "two", "train.max_steps=2"))
+    m = runs.read_manifest(second)
+    assert m["model"]["weights"] == str(first.resolve()) and m["model"]["base"] == str(tiny_model.resolve())
+    from medtune import models
+
+    loaded = models.load(models.ModelConfig(name_or_path=str(second)))
+    assert loaded.chain == [str(first.resolve()), str(second.resolve())]
