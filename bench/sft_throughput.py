@@ -47,9 +47,9 @@ from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "chatdoctor" / "genmedgpt5k.json", SHARED / "medicalgpt" / "medical_sft_1K_format.jsonl"]
-DEFAULT_CONFIGS = "baseline,medtune,r1024-fp32,r1024-fp32-lab"
-ALL_CONFIGS = ("baseline,medtune,r1024-fp32,r512-bf16,r512-fp32,r2048-bf16,r2048-fp32,"
-               "r1024-bf16-lab,r1024-fp32-lab,r512-fp32-lab")
+DEFAULT_CONFIGS = "baseline,medtune,r1024-fp32,r1024-fp32-lab-nodrop"
+ALL_CONFIGS = ("baseline,medtune,r1024-fp32,r512-bf16,r512-fp32,r2048-bf16,r2048-fp32,r1024-fp32-lab,"
+               "r1024-fp32-nodrop,r1024-fp32-lab-nodrop,r512-fp32-lab-nodrop,r1024-fp32-lab-nodrop-b1")
 SEED = 42
 LR = 2e-4
 
@@ -63,6 +63,7 @@ class Spec:
     bf16: bool
     checkpointing: bool
     labels_only: bool = False
+    lora_dropout: float | None = None  # None: medtune's LoraConfig default
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ class Result:
     first_loss: float = float("nan")
     peak_rss_gb: float = 0.0
     wall: float = 0.0
+    cpu_share: float = float("nan")  # process CPU time / (time * threads) after step 1: < ~0.95 = contended
 
     @property
     def tps(self) -> float:
@@ -88,13 +90,13 @@ def parse_spec(name: str, max_length: int, default_batch: int, default_bf16: boo
         return Spec(name, packed=False, rows=0, batch=4, bf16=True, checkpointing=True)
     if name == "medtune":
         return Spec(name, packed=True, rows=max_length, batch=default_batch, bf16=default_bf16, checkpointing=False)
-    m = re.fullmatch(r"r(\d+)-(fp32|bf16)(-lab)?(?:-b(\d+))?", name)
+    m = re.fullmatch(r"r(\d+)-(fp32|bf16)(-lab)?(-nodrop)?(?:-b(\d+))?", name)
     if not m:
-        raise SystemExit(f"unknown config '{name}' (baseline, medtune or rROWS-fp32|bf16[-lab][-bBATCH])")
+        raise SystemExit(f"unknown config '{name}' (baseline, medtune or rROWS-fp32|bf16[-lab][-nodrop][-bBATCH])")
     rows = int(m.group(1))
-    batch = int(m.group(4)) if m.group(4) else max(1, default_batch * max_length // rows)
+    batch = int(m.group(5)) if m.group(5) else max(1, default_batch * max_length // rows)
     return Spec(name, packed=True, rows=rows, batch=batch, bf16=m.group(2) == "bf16", checkpointing=False,
-                labels_only=bool(m.group(3)))
+                labels_only=bool(m.group(3)), lora_dropout=0.0 if m.group(4) else None)
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -160,6 +162,13 @@ class RSSPeak:
         self.peak = self._rss()
 
 
+def _load() -> str:
+    try:
+        return " ".join(open("/proc/loadavg", encoding="ascii").read().split()[:3])
+    except OSError:
+        return "?"
+
+
 # --------------------------------------------------------------------------------------------- data
 
 
@@ -216,13 +225,14 @@ def make_trainer_class():
 
     class Timer(TrainerCallback):
         def __init__(self):
-            self.begin, self.ends = None, []
+            self.begin, self.ends, self.cpu = None, [], []
 
         def on_train_begin(self, args, state, control, **kw):
             self.begin = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             self.ends.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
     class BenchTrainer(Trainer):
         labels_only = False
@@ -276,7 +286,10 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
         model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False
     torch.manual_seed(SEED)  # identical LoRA initialisation for every configuration
-    model = models.apply_lora(model, models.LoraConfig(), gradient_checkpointing=spec.checkpointing)
+    lora = models.LoraConfig()
+    if spec.lora_dropout is not None:
+        lora.dropout = spec.lora_dropout
+    model = models.apply_lora(model, lora, gradient_checkpointing=spec.checkpointing)
 
     if spec.packed:
         rows = packing.pack(examples, spec.rows, seed=SEED)
@@ -316,6 +329,7 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
     if r.steps >= 2:
         r.tokens = sum(trainer.real_tokens[1:])
         r.seconds = timer.ends[-1] - timer.ends[0]
+        r.cpu_share = (timer.cpu[-1] - timer.cpu[0]) / (r.seconds * torch.get_num_threads())
     w = sum(trainer.label_counts)
     if w:
         r.loss = sum(l * c for l, c in zip(trainer.losses, trainer.label_counts)) / w
@@ -332,7 +346,7 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--examples", type=int, default=72, help="examples per configuration (default 72)")
+    ap.add_argument("--examples", type=int, default=64, help="examples per configuration (default 64)")
     ap.add_argument("--max-length", type=int, default=1024, help="longest example; medtune's row length")
     ap.add_argument("--data", help="SFT data file (default: ChatDoctor GenMedGPT-5k, else MedicalGPT SFT 1K)")
     ap.add_argument("--model", default="default", help="model spec as for `medtune sft` (default: default)")
@@ -393,6 +407,7 @@ def main(argv=None) -> int:
           f"bf16 {recipe.bf16} -> {default_bf16}, gradient_checkpointing {recipe.gradient_checkpointing}\n",
           flush=True)
 
+    print(f"load average before: {_load()}")
     rss = RSSPeak()
     results: list[Result] = []
     for spec in specs:
@@ -401,13 +416,13 @@ def main(argv=None) -> int:
             continue
         r = run_one(spec, examples, args.model, tokenizer, fmt, args.steps, rss)
         results.append(r)
-        print(f"  {spec.name}: {r.steps} steps, {r.tps:.0f} tok/s, loss {r.loss:.4f}, "
-              f"peak RSS {r.peak_rss_gb:.1f} GiB, {r.wall:.0f} s", flush=True)
+        print(f"  {spec.name}: {r.steps} steps, {r.tps:.0f} tok/s, loss {r.loss:.4f}, peak RSS "
+              f"{r.peak_rss_gb:.1f} GiB, CPU share {r.cpu_share:.0%}, {r.wall:.0f} s; load {_load()}", flush=True)
 
     base = next((r for r in results if r.spec.name == "baseline"), None)
-    print("\n| config | rows x batch | precision | ckpt | steps | pad % | useful tok/s | vs baseline | MFU | "
-          "mean loss | first-step loss | peak RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| config | rows x batch | precision | ckpt | LoRA dropout | steps | pad % | useful tok/s | vs baseline "
+          "| MFU | mean loss | first-step loss | peak RSS GiB | CPU share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         s = r.spec
         shape = f"{s.rows} x {s.batch}" if s.packed else f"padded x {s.batch}"
@@ -415,8 +430,10 @@ def main(argv=None) -> int:
         pad = 1 - r.all_tokens / r.padded if r.padded else 0.0
         mfu = 4 * n_params * r.tps / peak
         ratio = f"{r.tps / base.tps:.2f}x" if base and base.tps == base.tps and base.tps else "-"
-        print(f"| {s.name} | {shape} | {prec} | {'on' if s.checkpointing else 'off'} | {r.steps} | {pad:.1%} | "
-              f"{r.tps:.0f} | {ratio} | {mfu:.1%} | {r.loss:.4f} | {r.first_loss:.4f} | {r.peak_rss_gb:.1f} |")
+        drop = models.LoraConfig().dropout if s.lora_dropout is None else s.lora_dropout
+        print(f"| {s.name} | {shape} | {prec} | {'on' if s.checkpointing else 'off'} | {drop:g} | {r.steps} | "
+              f"{pad:.1%} | {r.tps:.0f} | {ratio} | {mfu:.1%} | {r.loss:.4f} | {r.first_loss:.4f} | "
+              f"{r.peak_rss_gb:.1f} | {r.cpu_share:.0%} |")
     med = next((r for r in results if r.spec.name == "medtune"), None)
     if base and med:
         print(f"\nmedtune (recipe defaults) / baseline useful tokens/s: {med.tps / base.tps:.2f}x")
@@ -424,12 +441,15 @@ def main(argv=None) -> int:
     if base and best:
         print(f"fastest: {best.spec.name} at {best.tps / base.tps:.2f}x baseline")
     print(f"MFU = 4 * {n_params / 1e6:.1f}M params * tok/s / {peak / 1e9:.0f} GFLOP/s (best measured matmul rate); "
-          f"loss = label-token-weighted mean over all steps; total {time.perf_counter() - t0:.0f} s")
+          f"loss = label-token-weighted mean over all steps; CPU share = process CPU time / (time x "
+          f"{torch.get_num_threads()} threads) after step 1 (well below 100%: other processes took the CPU); "
+          f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         print(json.dumps({"peak_fp32": peak32, "peak_bf16": peak16, "params": n_params,
                           "results": [{**dataclasses.asdict(r.spec), "tps": r.tps, "loss": r.loss,
                                        "first_loss": r.first_loss, "steps": r.steps, "tokens": r.tokens,
-                                       "seconds": r.seconds, "peak_rss_gb": r.peak_rss_gb} for r in results]}))
+                                       "seconds": r.seconds, "peak_rss_gb": r.peak_rss_gb,
+                                       "cpu_share": r.cpu_share} for r in results]}))
     return 0
 
 

@@ -60,3 +60,17 @@ def test_import_gguf_writes_a_loadable_checkpoint(default_path, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(Exception, match="not empty"):
         models.import_gguf(models.default_gguf_path(), out, quiet=True)
+
+
+@pytest.mark.parametrize("rel", ["medicalgpt/medical_sft_1K_format.jsonl", "chatdoctor/genmedgpt5k.json"])
+def test_sft_runs_unchanged_on_the_shared_files(default_path, shared_data, tmp_path, rel):
+    from medtune import runs
+    from medtune.config import load_config
+    from medtune.stages import sft
+
+    cfg = load_config(sft.SFTConfig, None, [
+        f"data.path={shared_data / rel}", f"output_dir={tmp_path}/run", "train.max_steps=1", "train.batch_size=1",
+        "data.max_length=384", "data.truncation=turns", "data.max_samples=12"])
+    m = runs.read_manifest(sft.run(cfg))
+    assert m["status"] == "completed" and m["data_stats"]["train_examples"] > 0
+    assert m["data"][0]["records"] == 12

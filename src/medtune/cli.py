@@ -164,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' own internals still call names it deprecated; that is not the user's to act on
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     ns = build_parser().parse_args(argv)
     try:
         return ns.func(ns)
