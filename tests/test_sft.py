@@ -156,3 +156,33 @@ def test_a_lora_run_chains_into_the_next_stage(tiny_model, tmp_path):
 
     loaded = models.load(models.ModelConfig(name_or_path=str(second)))
     assert loaded.chain == [str(first.resolve()), str(second.resolve())]
+
+
+def test_label_only_logits_loss_equals_the_models_own_loss():
+    from medtune.data import packing
+
+    tok = tiny_tokenizer()
+    from tiny import tiny_llama
+
+    model = tiny_llama(tok)
+    examples = [{"input_ids": list(range(10, 30)), "labels": [-100] * 12 + list(range(22, 30))},
+                {"input_ids": list(range(40, 52)), "labels": [-100] * 5 + list(range(45, 52))}]
+    collator = packing.Collator(tok.pad_token_id)
+    batch = collator(packing.pack(examples, 64) + packing.unpacked(examples[:1]))
+    with torch.no_grad():
+        ours = sft.label_logits_loss(model, batch)
+        theirs = model(**batch, use_cache=False).loss
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert sft.label_logits_supported(model, collator)
+
+    # a model that post-processes its logits (here: scaled, as Cohere's logit_scale does) keeps the ordinary path
+    forward = model.forward
+
+    def scaled_forward(*args, labels=None, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits * 2.0
+        out.loss = model.loss_function(out.logits, labels, vocab_size=model.config.vocab_size)
+        return out
+
+    model.forward = scaled_forward
+    assert not sft.label_logits_supported(model, collator)

@@ -164,13 +164,58 @@ def load_data(cfg: SFTConfig, tokenizer, fmt):
 
 
 def bf16_wanted(setting) -> bool:
+    """`auto`: bf16 autocast on a GPU that has bf16. Not on CPU: measured slower than fp32 on an AVX-512-bf16
+    Xeon (matmul 165 vs 325 GFLOP/s; docs/benchmarks.md)."""
     import torch
 
     if setting != "auto":
         return bool(setting)
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") and torch.cpu._is_avx512_bf16_supported()
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def label_logits_loss(model, inputs: dict, num_items_in_batch=None):
+    """Causal-LM loss with the LM head applied only where the next token is a trained label.
+
+    The prompt half of an SFT example needs no logits; skipping the vocabulary projection there (49k wide
+    for SmolLM2) saves time and the memory of the full logits tensor. Same value as the model's own loss.
+    """
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(
+        input_ids=inputs["input_ids"], position_ids=inputs.get("position_ids"),
+        attention_mask=inputs.get("attention_mask"), use_cache=False,
+    ).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    keep = targets != -100
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    loss = F.cross_entropy(logits, targets[keep], reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))
+
+
+def label_logits_supported(model, collator) -> bool:
+    """True when `label_logits_loss` equals the model's own loss on a small batch (checked numerically):
+    models that post-process logits (soft-capping, scaling) keep the ordinary path."""
+    import torch
+
+    if not hasattr(model, "get_decoder") and not hasattr(model, "get_base_model"):
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        vocab = model.get_input_embeddings().weight.shape[0]
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, vocab, (8,), generator=g).tolist()
+        batch = collator([{"input_ids": ids, "labels": [-100] * 3 + ids[3:], "position_ids": list(range(8))}])
+        batch = {k: v.to(model.get_input_embeddings().weight.device) for k, v in batch.items()}
+        with torch.no_grad():
+            ours = label_logits_loss(model, batch)
+            theirs = model(**batch, use_cache=False).loss
+        return bool(torch.allclose(ours.float(), theirs.float(), atol=1e-4, rtol=1e-4))
+    except Exception:
+        return False
+    finally:
+        model.train(was_training)
 
 
 def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
@@ -203,6 +248,7 @@ def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
         eval_strategy="steps" if eval_steps else "no",
         eval_steps=eval_steps,
         eval_on_start=bool(eval_steps),
+        prediction_loss_only=True,  # eval loss only: never gather vocabulary-wide logits over the eval set
         seed=t.seed,
         data_seed=t.seed,
         use_cpu=use_cpu,
@@ -281,7 +327,9 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     runs.write_manifest(run_dir, manifest)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
 
-    trainer = Trainer(
+    trainer_cls = _trainer_classes() if label_logits_supported(model, collator) else Trainer
+    collator.real_tokens = collator.padded_tokens = 0
+    trainer = trainer_cls(
         model=model,
         args=training_arguments(cfg, run_dir, bool(val_rows)),
         train_dataset=rows,
@@ -315,6 +363,17 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     runs.write_manifest(run_dir, manifest)
     _summary(run_dir, manifest, collator)
     return run_dir
+
+
+def _trainer_classes():
+    from transformers import Trainer
+
+    class LabelLogitsTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = label_logits_loss(model, inputs, num_items_in_batch)
+            return (loss, {}) if return_outputs else loss
+
+    return LabelLogitsTrainer
 
 
 def _summary(run_dir: Path, manifest: dict, collator) -> None:
