@@ -48,7 +48,9 @@ def test_non_utf8_bytes_name_the_line(tmp_path, capsys):
 
 
 def test_missing_model_path_and_unknown_key(tmp_path, capsys):
-    assert main(["sft", "model.name_or_path=./no/such/model", "data.path=x.jsonl", f"output_dir={tmp_path}/r"]) == 2
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}) + "\n")
+    assert main(["sft", "model.name_or_path=./no/such/model", f"data.path={data}", f"output_dir={tmp_path}/r"]) == 2
     err = capsys.readouterr().err
     assert "./no/such/model: model path does not exist" in err
     assert main(["sft", "train.learnin_rate=1"]) == 2

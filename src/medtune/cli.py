@@ -43,7 +43,7 @@ def cmd_validate(ns) -> int:
     if recipe is None:
         raise MedtuneError("validate needs a recipe file", hint="medtune validate recipes/sft_demo.yaml")
     stage = ns.stage or read_yaml(recipe).get("stage")
-    if stage not in STAGES:
+    if not isinstance(stage, str) or stage not in STAGES:
         raise MedtuneError(
             f"cannot tell which stage this recipe is for (stage: {stage!r})",
             where=recipe,
@@ -53,9 +53,15 @@ def cmd_validate(ns) -> int:
     cfg = load_config(cls, recipe, overrides)
     data = getattr(cfg, "data", None)
     paths = getattr(data, "path", []) if data else []
+    paths = [paths] if isinstance(paths, str) else paths
+    if data is not None and not paths:
+        raise MedtuneError("no training data", where=recipe, hint="set data.path to one or more files")
+    output_dir = getattr(cfg, "output_dir", None)
+    if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise MedtuneError("output_dir is a file, not a folder", where=output_dir, hint="choose another output_dir")
     from medtune.data import resolve_path
 
-    for p in [paths] if isinstance(paths, str) else paths:
+    for p in paths:
         summary = formats.validate_file(resolve_path(p), getattr(data, "format", "auto"))
         print(f"data ok: {p}: {summary['records']} records ({summary['format']})")
     model = getattr(cfg, "model", None)
@@ -173,11 +179,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return ns.func(ns)
     except MedtuneError as exc:
-        print(f"medtune: error: {exc}", file=sys.stderr)
+        _error_line(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("\nmedtune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `medtune data validate *.jsonl | head -1`: the reader left; not an error
+        try:  # so the interpreter's last flush of stdout does not fail again
+            stdout = sys.stdout.fileno()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout)
+        except (OSError, ValueError):
+            pass
+        return 141
+    except OSError as exc:  # a path the user gave that the OS refuses (not a folder, no permission, disk full)
+        if os.environ.get("MEDTUNE_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        _error_line(f"{where}{exc.strerror or exc} (check the paths you gave and their permissions)")
+        return 2
+
+
+def _error_line(text: str) -> None:
+    """Print an error as the one line the user sees, even when a library's message spans several."""
+    print("medtune: error: " + " ".join(part.strip() for part in text.splitlines() if part.strip()), file=sys.stderr)
 
 
 if __name__ == "__main__":

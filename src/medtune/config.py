@@ -1,13 +1,21 @@
 """Recipes: YAML, then dotted overrides (`train.learning_rate=1e-5`), into a stage's config dataclass.
 
 Every key must exist in the dataclass: an unknown one is an error that names it and suggests the closest
-valid key. Values are checked against the field's type (int, float, bool, str, list, Optional, Literal).
+valid key. Values are checked against the field's type (int, float, bool, str, list, Optional, Literal),
+then against the field's range where its metadata holds one:
+
+    batch_size: int = field(default=4, metadata=at_least(1))
+
+An error names where the value came from: `recipe.yaml:LINE: field 'train.batch_size'`, or the override
+`train.batch_size=0` given on the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -22,6 +30,40 @@ def _closest(name: str, options) -> str:
     return f"did you mean '{match[0]}'?" if match else f"valid keys: {', '.join(sorted(options))}"
 
 
+# --------------------------------------------------------------------------- value checks (field metadata)
+
+
+def check(test, rule: str) -> dict:
+    """Field metadata: the value must pass `test`; `rule` completes "must be ..." in the error."""
+    return {"check": (test, rule)}
+
+
+def at_least(low) -> dict:
+    return check(lambda v: v >= low, f"at least {low}")
+
+
+def above(low) -> dict:
+    return check(lambda v: v > low, f"more than {low}")
+
+
+def one_of(*choices) -> dict:
+    return check(lambda v: v in choices, "one of: " + ", ".join(map(str, choices)))
+
+
+def _error(key: str, message: str, hint: str | None = None, *, key_in_message: bool = False) -> ConfigError:
+    """A ConfigError about the value at dotted `key`; load_config later says which file line or override set it."""
+    exc = ConfigError(message, where=None if key_in_message else key, hint=hint)
+    exc.key, exc.key_in_message = key, key_in_message
+    return exc
+
+
+def _describe(tp) -> str:
+    """What a type accepts, in words, for a union's error message."""
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, "a list")
+
+
 def _coerce(value: Any, tp, where: str):
     origin = get_origin(tp)
     if tp is Any:
@@ -30,58 +72,64 @@ def _coerce(value: Any, tp, where: str):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        for arg in options:
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
+            except ConfigError:
+                pass
+        if len(options) == 1:  # Optional[X]: X's own message
+            return _coerce(value, options[0], where)
+        accepted = [_describe(a) for a in options]
+        raise _error(where, f"expected {', '.join(accepted[:-1])} or {accepted[-1]}, got {value!r}")
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
-            raise ConfigError(f"{value!r} is not allowed", where=where, hint=f"choose one of: {choices}")
+            raise _error(where, f"{value!r} is not allowed", hint=f"choose one of: {choices}")
         return value
     if origin in (list, tuple):
         if isinstance(value, str):  # `lora.target_modules=q_proj,v_proj` on the command line
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list, got {value!r}", where=where)
+            raise _error(where, f"expected a list, got {value!r}")
         (item_tp,) = get_args(tp)[:1] or (Any,)
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"expected a mapping, got {value!r}", where=where)
+            raise _error(where, f"expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
+        if value is None:  # `train:` with every key under it commented out
+            value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"expected a section of keys, got {value!r}", where=where)
+            raise _error(where, f"expected a section of keys, got {value!r}")
         return from_dict(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"expected true or false, got {value!r}", where=where)
+        raise _error(where, f"expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"expected an integer, got {value!r}", where=where)
+        raise _error(where, f"expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"expected a number, got {value!r}", where=where)
+        if number is not None and math.isfinite(number):
+            return number
+        raise _error(where, f"expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"expected a string, got {value!r}", where=where)
+        raise _error(where, f"expected a string, got {value!r}")
     return value
 
 
@@ -91,10 +139,14 @@ def from_dict(cls, data: dict, where: str = "config"):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
+        key = str(key)  # YAML allows `1: x` or `null: x`
         path = f"{where}.{key}" if where != "config" else key
         if key not in fields:
-            raise ConfigError(f"unknown key '{path}'", hint=_closest(key, fields))
+            raise _error(path, f"unknown key '{path}'", _closest(key, fields), key_in_message=True)
         kwargs[key] = _coerce(value, hints[key], path)
+        rule = fields[key].metadata.get("check")
+        if rule and not rule[0](kwargs[key]):
+            raise _error(path, f"got {value!r}; it must be {rule[1]}")
     missing = [
         n for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -135,22 +187,63 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (plain PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key_node.value}' is given twice (first on line {seen[key_node.value]}); keep one",
+                        key_node.start_mark,
+                    )
+                seen[key_node.value] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_lines(path) -> dict:
+    """{"train.batch_size": line, ...}: where each key of a recipe is written (only used to report an error)."""
+    lines: dict = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = f"{prefix}{key_node.value}"
+                    lines.setdefault(key, key_node.start_mark.line + 1)
+                    walk(value_node, key + ".")
+
+    try:
+        walk(yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader), "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    return lines
+
+
 def read_yaml(path) -> dict:
     from medtune.data import resolve_path
 
     path = Path(resolve_path(str(path)))
+    if path.is_dir():
+        raise ConfigError("is a directory, not a recipe file", where=str(path), hint="pass the .yaml file itself")
     if not path.is_file():
         raise ConfigError("recipe file not found", where=str(path), hint="check the path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from None
+        hint = "save the recipe as UTF-8"
+        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path), hint=hint) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the recipe: {exc.strerror}", where=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=where) from None
     if not isinstance(data, dict):
-        raise ConfigError("a recipe must be a mapping of keys", where=str(path))
+        got = type(data).__name__
+        raise ConfigError(f"a recipe must be a mapping of keys, not a {got}", where=str(path), hint="write `key: value` lines")
     return data
 
 
@@ -165,14 +258,44 @@ def load_config(cls, recipe=None, overrides: list[str] | None = None):
     expected = getattr(cls, "stage", None)
     if stage is not None and expected is not None and stage != expected:
         raise ConfigError(f"this recipe is for stage '{stage}', not '{expected}'", where=str(recipe))
-    where = str(recipe) if recipe else "config"
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
-        if recipe and exc.where is None:
-            exc.where = where
-            exc.args = (exc.format(),)
+        _locate(exc, recipe, overrides or [])
         raise
+
+
+def _override_for(key: str, overrides: list[str]):
+    """The command-line override that set dotted `key`, a section holding it, or a key under it; else None."""
+    for item in reversed(overrides):
+        name = item.split("=", 1)[0].strip()
+        if name == key or key.startswith(name + ".") or name.startswith(key + "."):
+            return item, name
+    return None, None
+
+
+def _locate(exc: ConfigError, recipe, overrides: list[str]) -> None:
+    """Point the error at what set the bad value: the override on the command line, or the recipe's line."""
+    key = getattr(exc, "key", None)
+    if key is None:
+        where = exc.where or (str(recipe) if recipe else None)
+    else:
+        top = re.sub(r"\[\d+\]$", "", key)  # lora.target_modules[1] -> lora.target_modules
+        item, name = _override_for(top, overrides)
+        if item is not None:
+            where = f"override '{item}'"
+            exc.key_in_message |= name == key  # `override 'train.seed=x'` already names the field
+        elif recipe:
+            from medtune.data import resolve_path
+
+            line = _key_lines(resolve_path(str(recipe))).get(top)
+            where = f"{recipe}:{line}" if line else str(recipe)
+        else:
+            where = None
+        if not exc.key_in_message:
+            where = f"{where}: field '{key}'" if where else key
+    exc.where = where
+    exc.args = (exc.format(),)
 
 
 def to_dict(cfg) -> dict:

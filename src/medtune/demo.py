@@ -44,7 +44,7 @@ def main(output_dir: str = "runs/demo-sft", steps: int | None = None, max_new_to
     before = _answers("default", questions, max_new_tokens)
     print(f"[2/3] LoRA fine-tuning on the demo data ({DEMO_RECIPE})")
     run_dir = sft.run(cfg)
-    print(f"[3/3] answering the same questions with the tuned model (after)")
+    print("[3/3] answering the same questions with the tuned model (after)")
     after = _answers(str(run_dir), questions, max_new_tokens)
 
     lines = ["# medtune demo: before and after SFT", "", f"> {NOT_MEDICAL_ADVICE}", ""]

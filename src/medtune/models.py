@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medtune.config import at_least, check, one_of
+from medtune.data.templates import TEMPLATE_NAMES
 from medtune.errors import MedtuneError
 from medtune.runs import read_manifest
 
@@ -41,9 +43,9 @@ class ModelConfig:
     attn_implementation: sdpa (default), eager, or flash_attention_2 (GPU, package flash-attn).
     """
 
-    name_or_path: str = "default"
-    template: str = "auto"
-    dtype: str = "auto"
+    name_or_path: str = field(default="default", metadata=check(lambda v: v.strip() != "", "a model: default, a folder, a .gguf file or a hub id"))
+    template: str = field(default="auto", metadata=one_of(*TEMPLATE_NAMES))
+    dtype: str = field(default="auto", metadata=one_of("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = False
     attn_implementation: str = "sdpa"
 
@@ -58,10 +60,10 @@ class LoraConfig:
     modules_to_save: extra modules trained in full and saved with the adapter (e.g. embed_tokens, lm_head).
     """
 
-    method: str = "lora"
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
+    method: str = field(default="lora", metadata=one_of("lora", "qlora", "full"))
+    r: int = field(default=16, metadata=at_least(1))
+    alpha: int = field(default=32, metadata=at_least(1))
+    dropout: float = field(default=0.0, metadata=check(lambda v: 0 <= v < 1, "at least 0 and below 1"))
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     modules_to_save: list[str] = field(default_factory=list)
 
@@ -166,8 +168,32 @@ def resolve(name_or_path: str) -> str:
     if path.exists():
         raise MedtuneError("not a model folder or a .gguf file", where=spec)
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
-        return spec  # a hub id: transformers fetches it where the network allows
+        _check_hub_id(spec)
+        return spec  # a hub id: transformers fetches it
     raise MedtuneError("model path does not exist", where=spec, hint="check the path, or use `default`")
+
+
+def _check_hub_id(spec: str) -> None:
+    """One quick request, where transformers would retry each file for most of a minute (printing each retry):
+    a hub id must be in the local cache, or exist on a hub that answers."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE or any(
+        isinstance(try_to_load_from_cache(spec, name), str) for name in ("config.json", "adapter_config.json")
+    ):
+        return
+    try:
+        model_info(spec, timeout=10)
+    except GatedRepoError:
+        hint = "accept its licence on huggingface.co, then run `hf auth login`"
+        raise MedtuneError("this model is gated on the Hugging Face hub", where=spec, hint=hint) from None
+    except RepositoryNotFoundError:
+        hint = "check the spelling; for a private model run `hf auth login`"
+        raise MedtuneError("no such model on the Hugging Face hub, nor a local folder of that name", where=spec, hint=hint) from None
+    except Exception:  # no network, DNS, proxy, hub down
+        hint = "connect to the network, or download the model where there is one and pass its folder"
+        raise MedtuneError("cannot reach huggingface.co, and the model is not in the local cache", where=spec, hint=hint) from None
 
 
 @dataclass
@@ -269,6 +295,8 @@ def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False):
 
     if cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad under LoRA
     targets = cfg.target_modules
     target = "all-linear" if targets in (["all-linear"], ["all"]) else targets
     peft_cfg = PeftLoraConfig(

@@ -64,9 +64,11 @@ def read_manifest(run_dir) -> dict | None:
         raise MedtuneError(f"run manifest is not valid JSON: {exc}", where=str(path)) from None
 
 
-def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
-    """Make sure `output_dir` may be written: a finished run is never overwritten silently."""
+def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:
+    """Raise if `output_dir` may not be written (a finished run is never overwritten silently); touches nothing."""
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise MedtuneError("output_dir is a file, not a folder", where=str(out), hint="choose another output_dir")
     manifest = read_manifest(out)
     if manifest and manifest.get("status") == "completed" and not overwrite:
         raise MedtuneError(
@@ -80,6 +82,12 @@ def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
             where=str(out),
             hint="choose another output_dir, or pass overwrite=true",
         )
+
+
+def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
+    """Check `output_dir`, then empty it (overwrite) and create it. Call once the inputs are known to be good."""
+    check_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    out = Path(output_dir)
     if overwrite and out.exists() and not resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

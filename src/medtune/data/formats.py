@@ -35,12 +35,14 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user
 TEXT_MODES = ("line", "paragraph")
 
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _WS = " \t\r\n"
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
 _LATIN = re.compile("[A-Za-z\u00c0-\u024f]")
 
 _HINT_JSONL = "each line must be one complete JSON object (JSON Lines); a pretty-printed file must be a JSON array [...]"
 _HINT_UTF8 = "save the file as UTF-8, e.g. from GBK with `iconv -f GBK -t UTF-8 IN > OUT`"
+_DEEP = "arrays or objects nested too deeply"
 _HINT_SHAPE = (
     "expected 'messages' (OpenAI), 'conversations' (ShareGPT) or 'instruction'/'output' (Alpaca); "
     "see docs/data-formats.md"
@@ -141,9 +143,12 @@ def _iter_jsonl(path) -> Iterator[tuple[int, object]]:
         if not text.strip():
             continue
         try:
-            yield line_no, json.loads(text, strict=False)
+            value = json.loads(text, strict=False)
         except json.JSONDecodeError as e:
             raise DataError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})", _HINT_JSONL) from None
+        except RecursionError:
+            raise DataError(path, line_no, None, f"invalid JSON: {_DEEP}", _HINT_JSONL) from None
+        yield line_no, value
 
 
 def _iter_json_array(path) -> Iterator[tuple[int, object]]:
@@ -191,6 +196,8 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
                 value, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as e:
                 fail(e.pos, e.msg)
+            except RecursionError:
+                fail(pos, _DEEP)
             yield line_at(pos), value
             pos = skip_ws(end)
             if pos < len(text) and text[pos] == ",":
@@ -206,6 +213,10 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
 
 def _iter_objects(path) -> Iterator[tuple[int, dict]]:
     """(line, record) for each record of a JSONL or JSON-array file; every record must be a JSON object."""
+    with _open_bytes(path) as f:
+        if f.read(2) in _UTF16_BOMS:
+            hint = "save the file as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 IN > OUT`"
+            raise DataError(path, 1, None, "the file is UTF-16 text, not UTF-8", hint)
     first, line = _first_byte(path)
     if first == b"{":
         records = _iter_jsonl(path)
@@ -495,16 +506,28 @@ def convert_file(src, dst, to: str = "messages", fmt: str = "auto", *, require_f
 
     The whole source is checked first; the output goes to a temporary file beside ``dst`` and is
     moved into place only when complete, so on any error ``dst`` is left as it was (or absent).
+    ``dst`` may be ``src`` (converted in place) or a symlink (its target is rewritten); a device or pipe
+    (``/dev/null``) is refused, as the rename would replace it with a file.
     """
     if to not in FORMATS:
         raise DataError(dst, None, None, f"unknown target format {to!r}", "use messages, sharegpt or alpaca")
-    out = Path(dst)
+    if not str(dst).strip():
+        raise DataError(dst, None, None, "no output file given", "give the output file's name, e.g. out/train.jsonl")
+    out = Path(os.path.realpath(dst))  # through a symlink to the file it names
     if out.is_dir():
         raise DataError(dst, None, None, "is a directory", "give the output file's name, e.g. out/train.jsonl")
+    if out.exists() and not out.is_file():  # /dev/null, a pipe: renaming onto it would replace it with a file
+        raise DataError(dst, None, None, "is not a regular file", "give an ordinary file's name, e.g. out/train.jsonl")
     if not out.parent.is_dir():
-        raise DataError(dst, None, None, f"folder {out.parent} does not exist", "create it first")
+        folder = Path(dst).parent
+        if out.parent.exists():
+            raise DataError(dst, None, None, f"{folder} is a file, not a folder", "give a path inside a folder")
+        raise DataError(dst, None, None, f"folder {folder} does not exist", "create it first")
     dialogues = load_dialogues(src, fmt, require_final_assistant=require_final_assistant)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise DataError(dst, None, None, f"cannot write here: {e.strerror}", "check the folder's permissions") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             for d in dialogues:
@@ -522,6 +545,9 @@ def convert_file(src, dst, to: str = "messages", fmt: str = "auto", *, require_f
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, out)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(dst, None, None, f"cannot write: {e.strerror}", "check the free disk space and permissions") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

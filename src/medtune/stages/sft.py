@@ -10,7 +10,6 @@ their last whole assistant turn (`truncation: turns`); never cut mid-turn; both 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Union
 
 from medtune import runs
+from medtune.config import above, at_least, check, one_of
 from medtune.data import formats, packing, templates
 from medtune.errors import MedtuneError
 from medtune.models import LoraConfig, ModelConfig
@@ -39,14 +39,20 @@ class DataConfig:
     system_prompt: a system message added to dialogues that have none ("" = none).
     """
 
-    path: list[str] = field(default_factory=list)
-    format: str = "auto"
-    max_length: int = 1024
+    path: list[str] = field(default_factory=list, metadata=check(bool, "at least one file"))
+    format: str = field(default="auto", metadata=one_of("auto", *formats.FORMATS))
+    max_length: int = field(default=1024, metadata=at_least(1))
     truncation: Literal["drop", "turns"] = "drop"
     packing: bool = True
-    val_size: float = 0.0
-    max_samples: int = 0
+    val_size: float = field(default=0.0, metadata=at_least(0))
+    max_samples: int = field(default=0, metadata=at_least(0))
     system_prompt: str = ""
+
+
+# transformers' SchedulerType values, listed here so a recipe is checked without importing transformers
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay")
 
 
 @dataclass
@@ -54,24 +60,24 @@ class TrainConfig:
     """Optimisation. `batch_size` counts rows (packed rows hold several examples). `bf16`: auto uses bf16
     autocast where the CPU/GPU supports it. `max_steps` > 0 overrides `epochs`."""
 
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 1
-    warmup: float = 0.03
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
+    learning_rate: float = field(default=2e-4, metadata=above(0))
+    epochs: float = field(default=1.0, metadata=above(0))
+    max_steps: int = field(default=-1, metadata=at_least(-1))
+    batch_size: int = field(default=4, metadata=at_least(1))
+    grad_accum: int = field(default=1, metadata=at_least(1))
+    warmup: float = field(default=0.03, metadata=at_least(0))
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
+    scheduler: str = field(default="cosine", metadata=one_of(*SCHEDULERS))
+    max_grad_norm: float = field(default=1.0, metadata=at_least(0))
     bf16: Union[Literal["auto"], bool] = "auto"
     fp16: bool = False
     gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
-    eval_steps: int = 0
+    logging_steps: int = field(default=10, metadata=at_least(1))
+    save_steps: int = field(default=200, metadata=at_least(1))
+    save_total_limit: int = field(default=2, metadata=at_least(1))
+    eval_steps: int = field(default=0, metadata=at_least(0))
     keep_checkpoints: bool = False
-    seed: int = 42
+    seed: int = field(default=42, metadata=at_least(0))
 
 
 @dataclass
@@ -83,7 +89,7 @@ class SFTConfig:
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    output_dir: str = "runs/sft"
+    output_dir: str = field(default="runs/sft", metadata=check(lambda v: v.strip() != "", "a folder name"))
     resume: bool = False
     overwrite: bool = False
 
@@ -132,22 +138,29 @@ def split_validation(examples: list[dict], val_size: float, seed: int):
     return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
-def load_data(cfg: SFTConfig, tokenizer, fmt):
-    """Read, validate, encode and split every data file. Fails on the first bad record, before training."""
+def read_data(cfg: SFTConfig):
+    """Read and validate every data file, before any model is loaded: the first bad record stops the run.
+    Returns (dialogues, fingerprints)."""
     from medtune.data import resolve_path
 
     paths = [resolve_path(p) for p in ([cfg.data.path] if isinstance(cfg.data.path, str) else cfg.data.path)]
     if not paths:
         raise MedtuneError("no training data", hint="set data.path to one or more files")
-    stats = {"dialogues": 0, "dropped_too_long": 0, "truncated_to_whole_turns": 0, "dropped_no_target": 0}
-    fingerprints, examples = [], []
+    fingerprints, dialogues = [], []
     for p in paths:
-        dialogues = formats.load_dialogues(p, cfg.data.format)
+        records = formats.load_dialogues(p, cfg.data.format)
         if cfg.data.max_samples:
-            dialogues = dialogues[: cfg.data.max_samples]
-        stats["dialogues"] += len(dialogues)
-        fingerprints.append({**formats.fingerprint(p), "records": len(dialogues)})
-        examples.extend(encode_examples(dialogues, tokenizer, fmt, cfg.data, stats))
+            records = records[: cfg.data.max_samples]
+        fingerprints.append({**formats.fingerprint(p), "records": len(records)})
+        dialogues.extend(records)
+    return dialogues, fingerprints
+
+
+def prepare_examples(cfg: SFTConfig, dialogues, tokenizer, fmt):
+    """Encode, truncate and split the dialogues. Returns (train, val, stats)."""
+    stats = {"dialogues": len(dialogues), "dropped_too_long": 0, "truncated_to_whole_turns": 0,
+             "dropped_no_target": 0}
+    examples = encode_examples(dialogues, tokenizer, fmt, cfg.data, stats)
     if not examples:
         raise MedtuneError(
             f"no example fits data.max_length={cfg.data.max_length}",
@@ -157,7 +170,7 @@ def load_data(cfg: SFTConfig, tokenizer, fmt):
     stats["train_examples"], stats["val_examples"] = len(train), len(val)
     stats["train_tokens"] = sum(len(e["input_ids"]) for e in train)
     stats["train_target_tokens"] = sum(sum(t != -100 for t in e["labels"]) for e in train)
-    return train, val, stats, fingerprints
+    return train, val, stats
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -268,8 +281,9 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     from medtune import models
 
     started = time.time()
-    run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    previous = runs.read_manifest(run_dir)
+    runs.check_output_dir(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)  # touches nothing yet
+    run_dir = Path(cfg.output_dir)
+    previous = None if cfg.overwrite and not cfg.resume else runs.read_manifest(run_dir)
     checkpoint = runs.last_checkpoint(run_dir) if cfg.resume else None
     if previous and previous.get("status") != "completed" and not cfg.resume and not cfg.overwrite:
         raise MedtuneError(
@@ -280,6 +294,13 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
 
     if cfg.lora.method == "qlora" and not torch.cuda.is_available():
         raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
+    dialogues, fingerprints = read_data(cfg)
+    if checkpoint is not None and previous and previous.get("data") != fingerprints:
+        raise MedtuneError(
+            "the data changed since this run started, so it cannot resume where it stopped",
+            where=str(run_dir),
+            hint="restore the original data files, or pass overwrite=true to start again",
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     set_seed(cfg.train.seed)  # before the LoRA matrices are drawn: the same recipe gives the same run
     loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
@@ -288,14 +309,10 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     if templates.install_format(tokenizer, fmt):
         model.resize_token_embeddings(len(tokenizer))
 
-    train_ex, val_ex, stats, fingerprints = load_data(cfg, tokenizer, fmt)
+    train_ex, val_ex, stats = prepare_examples(cfg, dialogues, tokenizer, fmt)
+    # only now, with model and data known good, empty (overwrite=true) and create the run folder
+    run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     resolved = runs.to_plain(cfg)
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError(
-            "the data changed since this run started, so it cannot resume where it stopped",
-            where=str(run_dir),
-            hint="restore the original data files, or pass overwrite=true to start again",
-        )
 
     use_packing = cfg.data.packing and packing.packing_supported(model)
     if cfg.data.packing and not use_packing:
