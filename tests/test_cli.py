@@ -76,3 +76,15 @@ def test_convert_to_messages(tmp_path, capsys):
     assert main(["data", "convert", str(src), str(dst), "--to", "messages"]) == 0
     rec = json.loads(dst.read_text())
     assert rec["messages"] == [{"role": "user", "content": "What is BP?"}, {"role": "assistant", "content": "Blood pressure."}]
+
+
+def test_interactive_chat_streams_and_warns(tmp_path):
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    r = subprocess.run([sys.executable, "-m", "medtune", "chat", str(model), "--max-new-tokens", "5",
+                        "--temperature", "0"], input="hello\n/reset\nagain\n/quit\n", capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "not medical advice" in r.stderr
+    assert r.stdout.count("model> ") == 2
