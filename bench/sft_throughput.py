@@ -47,9 +47,10 @@ from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "chatdoctor" / "genmedgpt5k.json", SHARED / "medicalgpt" / "medical_sft_1K_format.jsonl"]
-DEFAULT_CONFIGS = "baseline,medtune,r1024-fp32,r1024-fp32-lab-nodrop"
-ALL_CONFIGS = ("baseline,medtune,r1024-fp32,r512-bf16,r512-fp32,r2048-bf16,r2048-fp32,r1024-fp32-lab,"
-               "r1024-fp32-nodrop,r1024-fp32-lab-nodrop,r512-fp32-lab-nodrop,r1024-fp32-lab-nodrop-b1")
+DEFAULT_CONFIGS = "baseline,medtune,r1024-bf16,r1024-fp32,r512-fp32-lab-nodrop"
+ALL_CONFIGS = ("baseline,medtune,r1024-bf16,r1024-fp32,r512-bf16,r512-fp32,r2048-bf16,r2048-fp32,r1024-fp32-lab,"
+               "r1024-fp32-nodrop,r1024-fp32-lab-nodrop,r512-fp32-lab-nodrop,r2048-fp32-lab-nodrop,"
+               "r1024-fp32-lab-nodrop-b1,r512-fp32-lab-nodrop-b2")
 SEED = 42
 LR = 2e-4
 
@@ -62,8 +63,8 @@ class Spec:
     batch: int
     bf16: bool
     checkpointing: bool
-    labels_only: bool = False
-    lora_dropout: float | None = None  # None: medtune's LoraConfig default
+    labels_only: bool | None = False  # None: as `medtune sft` decides (sft.label_logits_supported)
+    lora_dropout: float | None = 0.05  # None: medtune's own LoraConfig() defaults (r, alpha, dropout, targets)
 
 
 @dataclasses.dataclass
@@ -89,14 +90,15 @@ def parse_spec(name: str, max_length: int, default_batch: int, default_bf16: boo
     if name == "baseline":
         return Spec(name, packed=False, rows=0, batch=4, bf16=True, checkpointing=True)
     if name == "medtune":
-        return Spec(name, packed=True, rows=max_length, batch=default_batch, bf16=default_bf16, checkpointing=False)
+        return Spec(name, packed=True, rows=max_length, batch=default_batch, bf16=default_bf16, checkpointing=False,
+                    labels_only=None, lora_dropout=None)
     m = re.fullmatch(r"r(\d+)-(fp32|bf16)(-lab)?(-nodrop)?(?:-b(\d+))?", name)
     if not m:
         raise SystemExit(f"unknown config '{name}' (baseline, medtune or rROWS-fp32|bf16[-lab][-nodrop][-bBATCH])")
     rows = int(m.group(1))
     batch = int(m.group(5)) if m.group(5) else max(1, default_batch * max_length // rows)
     return Spec(name, packed=True, rows=rows, batch=batch, bf16=m.group(2) == "bf16", checkpointing=False,
-                labels_only=bool(m.group(3)), lora_dropout=0.0 if m.group(4) else None)
+                labels_only=bool(m.group(3)), lora_dropout=0.0 if m.group(4) else 0.05)
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -160,6 +162,16 @@ class RSSPeak:
 
     def reset(self):
         self.peak = self._rss()
+
+
+def torch_no_grad_lazy(fn):
+    def wrapper(*a, **kw):
+        import torch
+
+        with torch.no_grad():
+            return fn(*a, **kw)
+
+    return wrapper
 
 
 def _load() -> str:
@@ -251,6 +263,11 @@ def make_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not self.labels_only:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            from medtune.stages import sft
+
+            if hasattr(sft, "label_logits_loss"):  # medtune's own, where it has one
+                loss = sft.label_logits_loss(model, inputs, num_items_in_batch)
+                return (loss, None) if return_outputs else loss
             # Prototype: run the decoder, then the LM head only where the next token is a trained label.
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             labels = inputs["labels"]
@@ -286,14 +303,22 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
         model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False
     torch.manual_seed(SEED)  # identical LoRA initialisation for every configuration
-    lora = models.LoraConfig()
-    if spec.lora_dropout is not None:
-        lora.dropout = spec.lora_dropout
+    if spec.lora_dropout is None:
+        lora = models.LoraConfig()  # medtune's defaults
+        spec = dataclasses.replace(spec, lora_dropout=lora.dropout)
+    else:  # MedicalGPT's: r 16, alpha 32, all linear layers
+        lora = models.LoraConfig(r=16, alpha=32, dropout=spec.lora_dropout, target_modules=["all-linear"])
     model = models.apply_lora(model, lora, gradient_checkpointing=spec.checkpointing)
 
     if spec.packed:
         rows = packing.pack(examples, spec.rows, seed=SEED)
-        collator = Counting(packing.Collator(tokenizer.pad_token_id, attention_mask=False))
+        inner = packing.Collator(tokenizer.pad_token_id, attention_mask=False)
+        if spec.labels_only is None:  # what `medtune sft` does on this model
+            from medtune.stages import sft
+
+            check = getattr(sft, "label_logits_supported", None)
+            spec = dataclasses.replace(spec, labels_only=bool(check and check(model, inner)))
+        collator = Counting(inner)
     else:
         # MedicalGPT: gradient_checkpointing_enable + enable_input_require_grads, DataCollatorForSeq2Seq
         rows = [{"input_ids": e["input_ids"], "attention_mask": [1] * len(e["input_ids"]), "labels": e["labels"]}
@@ -320,6 +345,7 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
         trainer.labels_only = spec.labels_only
         trainer.remove_callback(PrinterCallback)
         gc.collect()
+        _trim()
         rss.reset()
         trainer.train()
     r = Result(spec)
@@ -338,7 +364,53 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
     r.wall = time.perf_counter() - started
     del trainer, model, loaded
     gc.collect()
+    _trim()
     return r
+
+
+def _trim():
+    """Hand freed heap back to the OS so the next configuration's peak RSS starts from a clean slate."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@torch_no_grad_lazy
+def initial_loss_check(examples: list[dict], model_spec: str, tokenizer, max_length: int) -> tuple[float, float]:
+    """Token-mean loss of the untrained model (fp32, eval) over `examples`, batched as the baseline does
+    (padded rows + attention mask) and as medtune does (packed rows, block-diagonal by position ids)."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    from medtune import models
+    from medtune.data import packing
+
+    model = models.load(models.ModelConfig(name_or_path=model_spec), device="cpu").model.eval()
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+
+    def total(batches):
+        loss_sum, n_sum = 0.0, 0
+        for batch in batches:
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            loss = model(**batch, use_cache=False, num_items_in_batch=n).loss
+            loss_sum, n_sum = loss_sum + float(loss) * n, n_sum + n
+        return loss_sum / n_sum
+
+    tokenizer.padding_side = "right"
+    pad = DataCollatorForSeq2Seq(tokenizer=tokenizer, label_pad_token_id=-100, pad_to_multiple_of=4)
+    feats = [{"input_ids": e["input_ids"], "attention_mask": [1] * len(e["input_ids"]), "labels": e["labels"]}
+             for e in examples]
+    padded = total(pad(feats[i:i + 4]) for i in range(0, len(feats), 4))
+    rows = packing.pack(examples, max_length, seed=SEED)
+    col = packing.Collator(tokenizer.pad_token_id, attention_mask=False)
+    packed = total(col(rows[i:i + 4]) for i in range(0, len(rows), 4))
+    del model
+    gc.collect()
+    return padded, packed
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -407,6 +479,10 @@ def main(argv=None) -> int:
           f"bf16 {recipe.bf16} -> {default_bf16}, gradient_checkpointing {recipe.gradient_checkpointing}\n",
           flush=True)
 
+    check = examples[:16]
+    padded_loss, packed_loss = initial_loss_check(check, args.model, tokenizer, args.max_length)
+    print(f"loss check (untrained model, fp32, first {len(check)} examples): padded + attention mask "
+          f"{padded_loss:.5f}, packed {packed_loss:.5f} (difference {abs(padded_loss - packed_loss):.1e})")
     print(f"load average before: {_load()}")
     rss = RSSPeak()
     results: list[Result] = []
@@ -430,7 +506,7 @@ def main(argv=None) -> int:
         pad = 1 - r.all_tokens / r.padded if r.padded else 0.0
         mfu = 4 * n_params * r.tps / peak
         ratio = f"{r.tps / base.tps:.2f}x" if base and base.tps == base.tps and base.tps else "-"
-        drop = models.LoraConfig().dropout if s.lora_dropout is None else s.lora_dropout
+        drop = s.lora_dropout
         print(f"| {s.name} | {shape} | {prec} | {'on' if s.checkpointing else 'off'} | {drop:g} | {r.steps} | "
               f"{pad:.1%} | {r.tps:.0f} | {ratio} | {mfu:.1%} | {r.loss:.4f} | {r.first_loss:.4f} | "
               f"{r.peak_rss_gb:.1f} | {r.cpu_share:.0%} |")
@@ -446,6 +522,7 @@ def main(argv=None) -> int:
           f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         print(json.dumps({"peak_fp32": peak32, "peak_bf16": peak16, "params": n_params,
+                          "loss_check": {"padded": padded_loss, "packed": packed_loss},
                           "results": [{**dataclasses.asdict(r.spec), "tps": r.tps, "loss": r.loss,
                                        "first_loss": r.first_loss, "steps": r.steps, "tokens": r.tokens,
                                        "seconds": r.seconds, "peak_rss_gb": r.peak_rss_gb,

@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ DEMO_SFT = ROOT / "src" / "medtune" / "assets" / "demo" / "sft.jsonl"
 def _bench():
     spec = importlib.util.spec_from_file_location("sft_throughput", ROOT / "bench" / "sft_throughput.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -48,7 +50,9 @@ def test_config_names():
     assert (s.rows, s.batch, s.bf16, s.labels_only, s.lora_dropout) == (512, 8, False, True, 0.0)
     s = bench.parse_spec("medtune", 1024, 4, True)
     assert (s.rows, s.batch, s.bf16, s.checkpointing, s.lora_dropout) == (1024, 4, True, False, None)
-    assert bench.parse_spec("r2048-bf16-b1", 1024, 4, False).batch == 1
+    assert s.labels_only is None  # decided as `medtune sft` decides
+    s = bench.parse_spec("r2048-bf16-b1", 1024, 4, False)
+    assert (s.batch, s.lora_dropout) == (1, 0.05)  # variants keep MedicalGPT's LoRA unless -nodrop
     with pytest.raises(SystemExit):
         bench.parse_spec("r512", 1024, 4, True)
 
@@ -71,6 +75,6 @@ def test_label_only_loss_matches_full_logits(tiny_model):
     trainer = BenchTrainer.__new__(BenchTrainer)
     trainer.labels_only = True
     with torch.no_grad():
-        full = model(**inputs, num_items_in_batch=n).loss
+        full = model(**inputs, use_cache=False, num_items_in_batch=n).loss
         lab = BenchTrainer.compute_loss(trainer, model, dict(inputs), num_items_in_batch=n)
     assert math.isclose(float(full), float(lab), rel_tol=1e-5)
