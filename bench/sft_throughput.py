@@ -3,18 +3,21 @@
 
 Useful tokens/s = real (non-pad) input tokens processed / training time after the first (warm-up) step.
 Every configuration trains once over the same examples (the first N of the data after a seeded shuffle
-that fit --max-length), tokenised and labelled by medtune's chat template, with the same LoRA (r=16,
-alpha=32, dropout 0.05, all-linear), the same seeds and the same HF `Trainer`, so optimiser and scheduler
-overheads are identical; only batching, precision and checkpointing differ:
+that fit --max-length), tokenised and labelled by medtune's chat template, with the same seeds and the same
+HF `Trainer`, so optimiser and scheduler overheads are identical:
 
   baseline   MedicalGPT's recipe: one example per row, padded per batch (DataCollatorForSeq2Seq, right
              padding, labels padded with -100, pad_to_multiple_of=4), bf16 autocast, gradient checkpointing
-             (+ enable_input_require_grads), per_device_train_batch_size 4, random order.
-  medtune    `medtune sft` defaults: packing.pack rows of max_length + packing.Collator, no checkpointing,
-             bf16 per bf16_wanted("auto"), batch_size = TrainConfig().batch_size rows.
-  rR-DT[-lab][-bB]  medtune variants: packed rows of R tokens, DT = fp32 or bf16 (autocast), B rows per
-             batch (default: as many as keep R*B = 4 * max_length tokens per step); `-lab` prototypes
-             computing logits only where a label is trained (skips the 49152-wide LM head on prompt tokens).
+             (+ enable_input_require_grads), per_device_train_batch_size 4, random order; LoRA r 16,
+             alpha 32, dropout 0.05, all linear layers.
+  medtune    what `medtune sft` does with its defaults, read from the code: packing.pack rows of max_length +
+             packing.Collator, no checkpointing, bf16 per bf16_wanted(TrainConfig().bf16), batch_size =
+             TrainConfig().batch_size rows, LoraConfig() defaults, and sft.label_logits_loss where
+             sft.label_logits_supported says so.
+  rR-DT[-lab][-nodrop][-bB]  variants of medtune's packed path with MedicalGPT's LoRA: rows of R tokens,
+             DT = fp32 or bf16 (autocast), B rows per batch (default: R*B = 4 * max_length tokens per step);
+             `-lab`: logits only where a label is trained (skips the 49152-wide LM head on prompt tokens);
+             `-nodrop`: LoRA dropout 0.
 
 MFU = model FLOPs / time / peak, with model FLOPs = 4 * N * tokens for LoRA (forward 2N + backward 2N for
 activation gradients; frozen weights get no weight gradients; the adapters' own FLOPs and attention are
@@ -52,6 +55,7 @@ ALL_CONFIGS = ("baseline,medtune,r1024-bf16,r1024-fp32,r512-bf16,r512-fp32,r2048
                "r1024-fp32-nodrop,r1024-fp32-lab-nodrop,r512-fp32-lab-nodrop,r2048-fp32-lab-nodrop,"
                "r1024-fp32-lab-nodrop-b1,r512-fp32-lab-nodrop-b2")
 SEED = 42
+CONTENDED = 0.85  # CPU share below this: another process took the CPU during the measurement
 LR = 2e-4
 
 
@@ -231,7 +235,6 @@ class Counting:
 
 
 def make_trainer_class():
-    import torch
     import torch.nn.functional as F
     from transformers import Trainer, TrainerCallback
 
@@ -293,7 +296,7 @@ def run_one(spec: Spec, examples: list[dict], model_spec: str, tokenizer, fmt, m
     from transformers.trainer_callback import PrinterCallback
 
     from medtune import models
-    from medtune.data import packing, templates
+    from medtune.data import packing
 
     BenchTrainer, Timer = make_trainer_class()
     started = time.perf_counter()
@@ -382,7 +385,6 @@ def _trim():
 def initial_loss_check(examples: list[dict], model_spec: str, tokenizer, max_length: int) -> tuple[float, float]:
     """Token-mean loss of the untrained model (fp32, eval) over `examples`, batched as the baseline does
     (padded rows + attention mask) and as medtune does (packed rows, block-diagonal by position ids)."""
-    import torch
     from transformers import DataCollatorForSeq2Seq
 
     from medtune import models
@@ -408,8 +410,6 @@ def initial_loss_check(examples: list[dict], model_spec: str, tokenizer, max_len
     rows = packing.pack(examples, max_length, seed=SEED)
     col = packing.Collator(tokenizer.pad_token_id, attention_mask=False)
     packed = total(col(rows[i:i + 4]) for i in range(0, len(rows), 4))
-    del model
-    gc.collect()
     return padded, packed
 
 
@@ -509,7 +509,10 @@ def main(argv=None) -> int:
         drop = s.lora_dropout
         print(f"| {s.name} | {shape} | {prec} | {'on' if s.checkpointing else 'off'} | {drop:g} | {r.steps} | "
               f"{pad:.1%} | {r.tps:.0f} | {ratio} | {mfu:.1%} | {r.loss:.4f} | {r.first_loss:.4f} | "
-              f"{r.peak_rss_gb:.1f} | {r.cpu_share:.0%} |")
+              f"{r.peak_rss_gb:.1f} | {r.cpu_share:.0%}{' (contended)' if r.cpu_share < CONTENDED else ''} |")
+    if any(r.cpu_share < CONTENDED for r in results):
+        print(f"\nwarning: CPU share below {CONTENDED:.0%} means other processes took the CPU during that "
+              "configuration: its tokens/s is too low; run again when `uptime` shows a low load")
     med = next((r for r in results if r.spec.name == "medtune"), None)
     if base and med:
         print(f"\nmedtune (recipe defaults) / baseline useful tokens/s: {med.tps / base.tps:.2f}x")
@@ -518,7 +521,7 @@ def main(argv=None) -> int:
         print(f"fastest: {best.spec.name} at {best.tps / base.tps:.2f}x baseline")
     print(f"MFU = 4 * {n_params / 1e6:.1f}M params * tok/s / {peak / 1e9:.0f} GFLOP/s (best measured matmul rate); "
           f"loss = label-token-weighted mean over all steps; CPU share = process CPU time / (time x "
-          f"{torch.get_num_threads()} threads) after step 1 (well below 100%: other processes took the CPU); "
+          f"{torch.get_num_threads()} threads) after step 1; "
           f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         print(json.dumps({"peak_fp32": peak32, "peak_bf16": peak16, "params": n_params,
