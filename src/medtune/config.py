@@ -296,7 +296,3 @@ def _locate(exc: ConfigError, recipe, overrides: list[str]) -> None:
             where = f"{where}: field '{key}'" if where else key
     exc.where = where
     exc.args = (exc.format(),)
-
-
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
