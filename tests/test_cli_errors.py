@@ -221,12 +221,20 @@ def test_range_metadata(tmp_path, override, expect):
 
 @pytest.mark.parametrize("override", [
     "train.batch_size=0", "train.learning_rate=-1", "data.max_length=0", "lora.r=0", "model.template=nonsense",
-    "data.path=", "data.max_samples=-1",
+    "data.max_samples=-1",
 ])
 def test_sft_refuses_out_of_range_values_before_doing_anything(tmp_path, capsys, override):
     out = tmp_path / "run"
     assert main(["sft", override, f"output_dir={out}", "model.name_or_path=./no/such/model"]) == 2
     assert f"override '{override}'" in one_error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("stage", ["sft", "pt"])
+def test_a_stage_without_data_says_so_before_doing_anything(tmp_path, capsys, stage):
+    out = tmp_path / "run"
+    assert main([stage, "data.path=", f"output_dir={out}"]) == 2
+    assert "no training data" in one_error_line(capsys)
     assert not out.exists()
 
 

@@ -47,7 +47,7 @@ def load_chat_model(spec: str, *, template: str | None = None, trust_remote_code
     resolved = models.resolve(spec)
     manifest = runs.read_manifest(resolved) if Path(resolved).is_dir() else None
     if template is None:
-        template = (manifest or {}).get("model", {}).get("template", "auto")
+        template = (manifest or {}).get("model", {}).get("template") or "auto"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = models.load(ModelConfig(name_or_path=spec, trust_remote_code=trust_remote_code, template=template),
                          device=device)

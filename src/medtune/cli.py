@@ -10,7 +10,7 @@ import sys
 from medtune.errors import MedtuneError
 
 # stage name -> (module, config class); imported only when used, so `medtune --help` stays fast
-STAGES = {"sft": ("medtune.stages.sft", "SFTConfig")}
+STAGES = {"pt": ("medtune.stages.pt", "PTConfig"), "sft": ("medtune.stages.sft", "SFTConfig")}
 
 
 def _stage(name: str):
@@ -37,7 +37,6 @@ def cmd_stage(ns) -> int:
 
 def cmd_validate(ns) -> int:
     from medtune.config import load_config, read_yaml
-    from medtune.data import formats
 
     recipe, overrides = _split_recipe(ns.args)
     if recipe is None:
@@ -49,21 +48,13 @@ def cmd_validate(ns) -> int:
             where=recipe,
             hint=f"add `stage: sft` to the recipe or pass --stage (one of: {', '.join(STAGES)})",
         )
-    _, cls = _stage(stage)
+    module, cls = _stage(stage)
     cfg = load_config(cls, recipe, overrides)
-    data = getattr(cfg, "data", None)
-    paths = getattr(data, "path", []) if data else []
-    paths = [paths] if isinstance(paths, str) else paths
-    if data is not None and not paths:
-        raise MedtuneError("no training data", where=recipe, hint="set data.path to one or more files")
     output_dir = getattr(cfg, "output_dir", None)
     if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise MedtuneError("output_dir is a file, not a folder", where=output_dir, hint="choose another output_dir")
-    from medtune.data import resolve_path
-
-    for p in paths:
-        summary = formats.validate_file(resolve_path(p), getattr(data, "format", "auto"))
-        print(f"data ok: {p}: {summary['records']} records ({summary['format']})")
+    for line in module.validate(cfg):
+        print(line)
     model = getattr(cfg, "model", None)
     if model is not None and model.name_or_path != "default":
         from medtune.models import resolve
@@ -85,6 +76,23 @@ def cmd_data(ns) -> int:
     elif ns.data_command == "convert":
         n = formats.convert_file(ns.src, ns.dst, to=ns.to, fmt=ns.format)
         print(f"wrote {n} records to {ns.dst} ({ns.to})")
+    elif ns.data_command == "clean":
+        from medtune.data import clean
+
+        report = clean.clean_files(
+            ns.inputs, ns.output, kind=ns.kind, mode=ns.mode, fmt=ns.format, min_chars=ns.min_chars,
+            max_chars=ns.max_chars, min_useful=ns.min_useful, max_replacement_chars=ns.max_replacement_chars,
+            max_repeated_lines=ns.max_repeated_lines, max_repeated_ngrams=ns.max_repeated_ngrams, ngram=ns.ngram,
+            near_dup=not ns.no_near_dup, near_dup_threshold=ns.near_dup_threshold, num_perm=ns.num_perm,
+            deid=ns.deid, deid_types=ns.deid_types, seed=ns.seed,
+        )
+        print(clean.format_summary(report))
+    elif ns.data_command == "stats":
+        from medtune.data import stats
+
+        summary = stats.write_stats(ns.files, ns.out, ns.tokenizer, ns.max_length, kind=ns.kind, mode=ns.mode)
+        print(stats.format_table(summary))
+        print(f"wrote {os.path.join(ns.out, 'stats.json')} and a length histogram per file")
     return 0
 
 
@@ -130,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stage", choices=list(STAGES), help="the stage, when the recipe has no `stage:` key")
     v.set_defaults(func=cmd_validate)
 
-    d = sub.add_parser("data", help="check and convert data files")
+    d = sub.add_parser("data", help="check, convert, clean and describe data files")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dv = dsub.add_parser("validate", help="check files against the data contract (docs/data-formats.md)")
     dv.add_argument("files", nargs="+")
@@ -140,6 +148,32 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("dst")
     dc.add_argument("--to", default="messages", choices=["messages", "sharegpt", "alpaca"])
     dc.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca"])
+    dn = dsub.add_parser("clean", help="normalise, filter, deduplicate and optionally de-identify (docs/data-tools.md)")
+    dn.add_argument("inputs", nargs="+", metavar="IN", help="text (.txt, .jsonl/.json with 'text') or dialogue files")
+    dn.add_argument("-o", "--output", required=True, metavar="OUT", help="the cleaned file (.txt keeps a text layout)")
+    dn.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue"])
+    dn.add_argument("--mode", default="line", choices=["line", "paragraph"], help=".txt: one document per line or per paragraph")
+    dn.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca"], help="dialogue format")
+    dn.add_argument("--min-chars", type=int, metavar="N", default=20, help="default 20")
+    dn.add_argument("--max-chars", type=int, metavar="N", default=100_000, help="default 100000")
+    dn.add_argument("--min-useful", type=float, metavar="SHARE", default=0.8, help="least share of letters/digits/punctuation (default 0.8)")
+    dn.add_argument("--max-replacement-chars", type=int, metavar="N", default=0, help="most U+FFFD characters (default 0)")
+    dn.add_argument("--max-repeated-lines", type=float, metavar="SHARE", default=0.3, help="most share of repeated lines (default 0.3)")
+    dn.add_argument("--max-repeated-ngrams", type=float, metavar="SHARE", default=0.4, help="most share of repeated n-grams (default 0.4)")
+    dn.add_argument("--ngram", type=int, metavar="N", default=5, help="n-gram size: words in Latin text, characters in CJK (default 5)")
+    dn.add_argument("--near-dup-threshold", type=float, metavar="J", default=0.8, help="Jaccard similarity (default 0.8)")
+    dn.add_argument("--num-perm", type=int, metavar="N", default=128, help="MinHash permutations (default 128)")
+    dn.add_argument("--no-near-dup", action="store_true", help="skip the near-duplicate step")
+    dn.add_argument("--deid", action="store_true", help="replace PHI with [TYPE] placeholders (docs/deid.md)")
+    dn.add_argument("--deid-types", metavar="TYPES", help="comma-separated PHI types to replace, e.g. EMAIL,PHONE (implies --deid)")
+    dn.add_argument("--seed", type=int, default=0)
+    ds = dsub.add_parser("stats", help="sizes, token lengths, truncation, duplicates and languages of data files")
+    ds.add_argument("files", nargs="+", metavar="FILE", help="text or dialogue files")
+    ds.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model/tokenizer folder, a run, a .gguf, a hub id, or none")
+    ds.add_argument("--max-length", type=int, metavar="N", default=1024, help="report the share longer than N tokens (default 1024)")
+    ds.add_argument("--out", default="stats", metavar="DIR", help="folder for stats.json and the histograms (default stats/)")
+    ds.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue"])
+    ds.add_argument("--mode", default="line", choices=["line", "paragraph"])
     d.set_defaults(func=cmd_data)
 
     m = sub.add_parser("model", help="model utilities")

@@ -254,8 +254,8 @@ def load(cfg: ModelConfig, *, device: str = "cpu", merge_adapters: bool = True, 
         raise MedtuneError(f"could not load the model: {type(exc).__name__}: {exc}", where=weights) from None
     tokenizer = load_tokenizer(target if (Path(target) / "tokenizer_config.json").is_file() else weights,
                                cfg.trust_remote_code)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # tokens a run added; its adapter holds their rows
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     if chain:
         from peft import PeftModel
 
@@ -284,8 +284,10 @@ def _bnb_4bit(dtype):
     }
 
 
-def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False):
-    """Wrap `model` for training per `cfg.method`; returns the model to train."""
+def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False, trainable_tokens: list[int] | None = None):
+    """Wrap `model` for training per `cfg.method`; returns the model to train. `trainable_tokens`: embedding
+    rows to train beside the adapter (new vocabulary), stored with it; ignored when the whole embedding
+    matrix is in `modules_to_save` or the method is full fine-tuning (every row trains then)."""
     if cfg.method == "full":
         return model
     if cfg.method not in ("lora", "qlora"):
@@ -297,6 +299,7 @@ def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad under LoRA
+    embeddings_saved = any(m in ("embed_tokens", "wte", "word_embeddings") for m in cfg.modules_to_save)
     targets = cfg.target_modules
     target = "all-linear" if targets in (["all-linear"], ["all"]) else targets
     peft_cfg = PeftLoraConfig(
@@ -305,6 +308,7 @@ def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False):
         lora_dropout=cfg.dropout,
         target_modules=target,
         modules_to_save=cfg.modules_to_save or None,
+        trainable_token_indices=None if not trainable_tokens or embeddings_saved else list(trainable_tokens),
         task_type="CAUSAL_LM",
     )
     try:

@@ -19,8 +19,9 @@ from typing import ClassVar, Literal, Union
 
 from medtune import runs
 from medtune.config import above, at_least, check, one_of
-from medtune.data import formats, packing, templates
-from medtune.errors import MedtuneError
+from medtune.data import formats, mixing, packing, templates
+from medtune.data.mixing import Source
+from medtune.errors import ConfigError, MedtuneError
 from medtune.models import LoraConfig, ModelConfig
 
 
@@ -37,9 +38,13 @@ class DataConfig:
     val_size: held-out share (0 < x < 1) or count (x >= 1) of examples for eval loss; 0 for none.
     max_samples: use only the first N examples of each file (0 = all).
     system_prompt: a system message added to dialogues that have none ("" = none).
+    sources: instead of `path`, several files mixed by weight or count, e.g. [{path: medical.jsonl,
+      weight: 0.8}, {path: general.jsonl, weight: 0.2}] (replay; see data/mixing.py).
+    mix_by: examples or tokens: what the weights and counts measure.
+    mix_total: size of the mixture (0 = stop when the first source is used up).
     """
 
-    path: list[str] = field(default_factory=list, metadata=check(bool, "at least one file"))
+    path: list[str] = field(default_factory=list)
     format: str = field(default="auto", metadata=one_of("auto", *formats.FORMATS))
     max_length: int = field(default=1024, metadata=at_least(1))
     truncation: Literal["drop", "turns"] = "drop"
@@ -47,6 +52,9 @@ class DataConfig:
     val_size: float = field(default=0.0, metadata=at_least(0))
     max_samples: int = field(default=0, metadata=at_least(0))
     system_prompt: str = ""
+    sources: list[Source] = field(default_factory=list)
+    mix_by: Literal["examples", "tokens"] = "examples"
+    mix_total: int = field(default=0, metadata=at_least(0))
 
 
 # transformers' SchedulerType values, listed here so a recipe is checked without importing transformers
@@ -138,39 +146,88 @@ def split_validation(examples: list[dict], val_size: float, seed: int):
     return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
+def data_sources(data: DataConfig) -> list[Source]:
+    """`data.sources`, or every file of `data.path` as one source."""
+    if data.sources and data.path:
+        raise ConfigError("give data.path or data.sources, not both", where="data")
+    if data.sources:
+        mixing.check_sources(data.sources)
+        return data.sources
+    if not data.path:
+        raise ConfigError("no training data", where="data.path", hint="set data.path to one or more files")
+    return [Source(path=",".join([data.path] if isinstance(data.path, str) else data.path), name="data")]
+
+
 def read_data(cfg: SFTConfig):
     """Read and validate every data file, before any model is loaded: the first bad record stops the run.
-    Returns (dialogues, fingerprints)."""
+    Returns (dialogues per source, fingerprints)."""
     from medtune.data import resolve_path
 
-    paths = [resolve_path(p) for p in ([cfg.data.path] if isinstance(cfg.data.path, str) else cfg.data.path)]
-    if not paths:
-        raise MedtuneError("no training data", hint="set data.path to one or more files")
-    fingerprints, dialogues = [], []
-    for p in paths:
-        records = formats.load_dialogues(p, cfg.data.format)
-        if cfg.data.max_samples:
-            records = records[: cfg.data.max_samples]
-        fingerprints.append({**formats.fingerprint(p), "records": len(records)})
-        dialogues.extend(records)
-    return dialogues, fingerprints
+    fingerprints, groups = [], []
+    for source in data_sources(cfg.data):
+        dialogues = []
+        for p in [resolve_path(x.strip()) for x in source.path.split(",") if x.strip()]:
+            records = formats.load_dialogues(p, cfg.data.format)
+            if cfg.data.max_samples:
+                records = records[: cfg.data.max_samples]
+            fingerprints.append({**formats.fingerprint(p), "records": len(records)})
+            dialogues.extend(records)
+        groups.append(dialogues)
+    return groups, fingerprints
 
 
-def prepare_examples(cfg: SFTConfig, dialogues, tokenizer, fmt):
-    """Encode, truncate and split the dialogues. Returns (train, val, stats)."""
-    stats = {"dialogues": len(dialogues), "dropped_too_long": 0, "truncated_to_whole_turns": 0,
+def validate(cfg: SFTConfig) -> list[str]:
+    """`medtune validate`: check every data file against the data contract; lines to print."""
+    from medtune.data import resolve_path
+
+    lines = []
+    for source in data_sources(cfg.data):
+        for p in [x.strip() for x in source.path.split(",") if x.strip()]:
+            summary = formats.validate_file(resolve_path(p), cfg.data.format)
+            lines.append(f"data ok: {p}: {summary['records']} records ({summary['format']})")
+    return lines
+
+
+def prepare_examples(cfg: SFTConfig, groups, tokenizer, fmt):
+    """Encode, truncate, mix (when several sources) and split the dialogues. Returns (train, val, stats)."""
+    stats = {"dialogues": sum(len(g) for g in groups), "dropped_too_long": 0, "truncated_to_whole_turns": 0,
              "dropped_no_target": 0}
-    examples = encode_examples(dialogues, tokenizer, fmt, cfg.data, stats)
-    if not examples:
+    encoded = [encode_examples(g, tokenizer, fmt, cfg.data, stats) for g in groups]
+    if not any(encoded):
         raise MedtuneError(
             f"no example fits data.max_length={cfg.data.max_length}",
             hint="raise data.max_length or use data.truncation=turns",
         )
-    train, val = split_validation(examples, cfg.data.val_size, cfg.train.seed)
+    if not cfg.data.sources:
+        train, val = split_validation(encoded[0], cfg.data.val_size, cfg.train.seed)
+    else:  # mix, then hold out from the mixture (and drop up-sampled copies of held-out examples)
+        sources = data_sources(cfg.data)
+        tagged = [[(k, e) for e in exs] for k, exs in enumerate(encoded)]
+        mixer_items, _ = mixing.mix_lists(sources, tagged, unit=cfg.data.mix_by, total=cfg.data.mix_total,
+                                          seed=cfg.train.seed, size=lambda x: len(x[1]["input_ids"]))
+        v = cfg.data.val_size
+        n_val = 0 if v <= 0 else int(v) if v >= 1 else max(1, round(len(mixer_items) * v))
+        if n_val >= len(mixer_items):
+            raise MedtuneError(f"data.val_size={v} leaves no training examples", hint="lower data.val_size")
+        train_t, val_t, stats["held_out_copies_removed"] = mixing.hold_out(
+            mixer_items, n_val, key=lambda x: tuple(x[1]["input_ids"]))
+        counts, tokens = [0] * len(sources), [0] * len(sources)
+        for k, e in train_t:
+            counts[k] += 1
+            tokens[k] += len(e["input_ids"])
+        mixer = mixing.Mixer(sources, [], unit=cfg.data.mix_by)
+        mixer.passes = _passes(counts, [len(x) for x in encoded])
+        mixer.available = [len(x) for x in encoded]
+        stats["mixture"] = mixer.report(counts, tokens)
+        train, val = [e for _, e in train_t], [e for _, e in val_t]
     stats["train_examples"], stats["val_examples"] = len(train), len(val)
     stats["train_tokens"] = sum(len(e["input_ids"]) for e in train)
     stats["train_target_tokens"] = sum(sum(t != -100 for t in e["labels"]) for e in train)
     return train, val, stats
+
+
+def _passes(taken: list[int], available: list[int]) -> list[int]:
+    return [max(1, -(-t // a)) if a else 0 for t, a in zip(taken, available)]
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -294,7 +351,7 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
 
     if cfg.lora.method == "qlora" and not torch.cuda.is_available():
         raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
-    dialogues, fingerprints = read_data(cfg)
+    groups, fingerprints = read_data(cfg)
     if checkpoint is not None and previous and previous.get("data") != fingerprints:
         raise MedtuneError(
             "the data changed since this run started, so it cannot resume where it stopped",
@@ -309,7 +366,7 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     if templates.install_format(tokenizer, fmt):
         model.resize_token_embeddings(len(tokenizer))
 
-    train_ex, val_ex, stats = prepare_examples(cfg, dialogues, tokenizer, fmt)
+    train_ex, val_ex, stats = prepare_examples(cfg, groups, tokenizer, fmt)
     # only now, with model and data known good, empty (overwrite=true) and create the run folder
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     resolved = runs.to_plain(cfg)
@@ -400,6 +457,10 @@ def _summary(run_dir: Path, manifest: dict, collator) -> None:
     print(f"  data: {s['train_examples']} train / {s['val_examples']} val examples in {s['train_rows']} rows; "
           f"dropped {s['dropped_too_long']} too long, {s['dropped_no_target']} without an assistant turn; "
           f"{s['truncated_to_whole_turns']} cut back to whole turns")
+    if "mixture" in s:
+        print("  mixture achieved (training examples):")
+        for line in mixing.format_report(s["mixture"]).splitlines():
+            print("    " + line)
     if collator.padded_tokens:
         print(f"  padding: {1 - collator.real_tokens / collator.padded_tokens:.1%} of batch tokens")
     if losses:
