@@ -55,6 +55,9 @@ def test_every_shipped_recipe_loads():
     from pathlib import Path
 
     import medtune
+    from conftest import SHARED
+    from medtune.cli import _stage
+    from medtune.config import read_yaml
 
     roots = [Path(__file__).resolve().parents[1] / "recipes", Path(medtune.__file__).parent / "assets" / "recipes"]
     recipes = [p for r in roots for p in sorted(r.glob("*.yaml"))]
@@ -62,4 +65,9 @@ def test_every_shipped_recipe_loads():
     for p in recipes:
         first = p.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# medtune "), f"{p} must open with the command that runs it"
-        load_config(SFTConfig, p)
+        stage = read_yaml(p)["stage"]
+        module, cls = _stage(stage)
+        assert f"medtune {stage} " in first
+        cfg = load_config(cls, p)
+        if "../shared" not in p.read_text(encoding="utf-8") or SHARED.is_dir():
+            module.validate(cfg)  # every data file it names is there and reads cleanly

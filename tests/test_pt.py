@@ -198,11 +198,12 @@ def test_shared_article_text_alone_and_mixed_with_the_demo_text(tiny_model, tmp_
     recipe = tmp_path / "mix.yaml"
     recipe.write_text(json.dumps({"stage": "pt", "data": {"sources": [
         {"path": "medtune:demo/pt.txt", "weight": 0.8, "name": "demo"},
-        {"path": str(article), "weight": 0.2, "name": "article"}], "text_mode": "paragraph", "mix_by": "tokens"}}))
+        {"path": str(article), "weight": 0.2, "name": "article", "text_mode": "paragraph"}], "mix_by": "tokens"}}))
     cfg = load_config(pt.PTConfig, recipe, [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'mix'}",
                                             "train.max_steps=2", "train.bf16=false"])
     m = runs.read_manifest(pt.run(cfg))
     shares = {r["name"]: r["share_tokens"] for r in m["mixture"]["sources"]}
+    assert m["data"][0]["documents"] == 100 and m["data"][1]["documents"] == 66  # each source's own text mode
     assert shares["demo"] == pytest.approx(0.8, abs=0.03) and shares["article"] == pytest.approx(0.2, abs=0.03)
 
 

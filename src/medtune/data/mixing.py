@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from medtune.config import at_least
+from medtune.config import at_least, one_of
 from medtune.errors import ConfigError
 
 MIX_UNITS = ("examples", "tokens")
@@ -32,12 +32,14 @@ MIX_UNITS = ("examples", "tokens")
 @dataclass
 class Source:
     """One data source of a mixture. Give `weight` (a share; weights are normalised) or `count` (an
-    absolute number of examples or tokens, per `mix_by`), not both. `name` labels it in the summary."""
+    absolute number of examples or tokens, per `mix_by`), not both. `name` labels it in the summary.
+    `text_mode` (pretraining text only): line or paragraph for this source's .txt files ("" = data.text_mode)."""
 
     path: str
     weight: float = field(default=0.0, metadata=at_least(0))
     count: int = field(default=0, metadata=at_least(0))
     name: str = ""
+    text_mode: str = field(default="", metadata=one_of("", "line", "paragraph"))
 
 
 def check_sources(sources: list[Source], where: str = "data.sources") -> None:

@@ -45,7 +45,7 @@ class PTDataConfig:
     path: files or folders of .txt / .jsonl ({"text": ...}) read as one source; `medtune:demo/pt.txt` is
       the demo text shipped inside the package.
     sources: instead of `path`, several sources mixed by weight or count, e.g.
-      [{path: medical/, weight: 0.7}, {path: general.txt, weight: 0.3}] (see data/mixing.py).
+      [{path: medical/, weight: 0.7}, {path: general.txt, weight: 0.3, text_mode: paragraph}] (data/mixing.py).
     mix_by: tokens or examples (documents): what weights and counts measure.
     mix_total: stop the mixture at this many tokens/documents (0 = when the first source is used up).
     text_mode: .txt files hold one document per line (line) or blank-line-separated documents (paragraph).
@@ -147,15 +147,18 @@ def check_data(cfg: PTConfig, sources: list[Source]) -> list[dict]:
         raise ConfigError("streaming needs train.max_steps: the corpus length is not known in advance",
                           where="train.max_steps", hint="set train.max_steps, or data.streaming=false")
     prints = []
-    for f in [f for s in sources for f in _paths(s)] + [f for v in cfg.data.val_path for f in source_files(v)]:
-        docs = sum(1 for _ in formats.iter_texts(f, cfg.data.text_mode))
+    files = [(f, s.text_mode or cfg.data.text_mode) for s in sources for f in _paths(s)]
+    files += [(f, cfg.data.text_mode) for v in cfg.data.val_path for f in source_files(v)]
+    for f, mode in files:
+        docs = sum(1 for _ in formats.iter_texts(f, mode))
         prints.append({**formats.fingerprint(f), "documents": docs})
     return prints
 
 
 def document_texts(source: Source, data: PTDataConfig) -> Iterator[str]:
     """The documents of a source in file order, cut at `max_samples`."""
-    texts = itertools.chain.from_iterable(formats.iter_texts(f, data.text_mode) for f in _paths(source))
+    mode = source.text_mode or data.text_mode
+    texts = itertools.chain.from_iterable(formats.iter_texts(f, mode) for f in _paths(source))
     return itertools.islice(texts, data.max_samples) if data.max_samples else texts
 
 
@@ -287,7 +290,7 @@ def validate(cfg: PTConfig) -> list[str]:
     sources = plan_sources(cfg.data)
     lines = []
     for fp in check_data(cfg, sources):
-        lines.append(f"data ok: {fp['path']}: {fp['documents']} documents ({cfg.data.text_mode} mode for .txt)")
+        lines.append(f"data ok: {fp['path']}: {fp['documents']} documents")
     return lines
 
 

@@ -1,0 +1,363 @@
+"""medtune.data.deid: rule-based PHI detection and replacement (exact outputs, positives and negatives)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from medtune.data.deid import (
+    PHI_TYPES,
+    Span,
+    cn_id_check_char,
+    deidentify,
+    find_phi,
+    is_valid_cn_id,
+    is_valid_nhs,
+    is_valid_ssn,
+)
+from medtune.errors import MedtuneError
+
+
+def ref_check(body17: str) -> str:
+    """Independent ISO 7064 MOD 11-2: weights 2^(17-i) mod 11; the check c makes (sum + c) = 1 mod 11."""
+    total = sum(int(d) * pow(2, 17 - i, 11) for i, d in enumerate(body17))
+    c = (1 - total) % 11
+    return "X" if c == 10 else str(c)
+
+
+def cn_id(body17: str) -> str:
+    return body17 + ref_check(body17)
+
+
+VALID_ID = cn_id("44030519900101123")  # Shenzhen, born 1990-01-01
+VALID_ID2 = cn_id("32010619750815004")
+
+
+def out(text: str, types=None) -> str:
+    return deidentify(text, types)[0]
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def test_check_char_of_the_standard_example():
+    # GB 11643's sample number 11010519491231002X, checked by hand: weighted sum 167, 167 mod 11 = 2 -> X
+    assert cn_id_check_char("11010519491231002") == "X"
+    assert ref_check("11010519491231002") == "X"
+    assert is_valid_cn_id("11010519491231002X") and is_valid_cn_id("11010519491231002x")
+
+
+def test_check_char_matches_independent_implementation():
+    rng = random.Random(1)
+    for _ in range(300):
+        body = "".join(rng.choice("0123456789") for _ in range(17))
+        assert cn_id_check_char(body) == ref_check(body)
+    with pytest.raises(ValueError):
+        cn_id_check_char("123")
+
+
+def test_cn_id_validity():
+    assert is_valid_cn_id(VALID_ID) and is_valid_cn_id(VALID_ID2)
+    wrong = VALID_ID[:17] + ("0" if VALID_ID[17] != "0" else "1")
+    assert not is_valid_cn_id(wrong)
+    assert not is_valid_cn_id(cn_id("11010519490230001"))  # 30 February, right check char
+    assert not is_valid_cn_id(cn_id("99010519900101123"))  # no province 99
+    assert is_valid_cn_id("110105491231002")  # 15-digit legacy, born 1949-12-31
+    assert not is_valid_cn_id("110105491331002")  # month 13
+
+
+def test_nhs_and_ssn_checks():
+    assert is_valid_nhs("9434765919")  # the NHS's own example number
+    assert not is_valid_nhs("9434765918")
+    assert not is_valid_nhs("943476591")
+    assert is_valid_ssn("123456789")
+    for bad in ("000123456", "666123456", "912345678", "123001234", "123450000"):
+        assert not is_valid_ssn(bad), bad
+
+
+# --------------------------------------------------------------------------- EMAIL
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Contact john.smith@example.org today.", "Contact [EMAIL] today."),
+    ("邮箱：zhangsan@163.com，请回复。", "邮箱：[EMAIL]，请回复。"),
+    ("write to a.patel+clinic@mail.example.co.uk.", "write to [EMAIL]."),
+    ("E-mail: O'Neil@Hospital.ORG", "E-mail: [EMAIL]"),
+    ("email li.wei [at] gmail [dot] com or k-tanaka(at)qq.com", "email [EMAIL] or [EMAIL]"),
+])
+def test_email(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["see @cardiology team", "user@localhost", "a@b", "ratio 3@5 mg"])
+def test_email_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- PHONE
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Call +44 20 7946 0958 now", "Call [PHONE] now"),
+    ("Call +44 (0)20 7946 0958.", "Call [PHONE]."),
+    ("US office +1 (415) 555-2671.", "US office [PHONE]."),
+    ("from abroad 0044 20 7946 0958", "from abroad [PHONE]"),
+    ("(415) 555-2671 or 415-555-2671 or 415.555.2671", "[PHONE] or [PHONE] or [PHONE]"),
+    ("手机13812345678，或138-1234-5678，或 138 1234 5678", "手机[PHONE]，或[PHONE]，或 [PHONE]"),
+    ("+86 138 1234 5678；(+86)13812345678", "[PHONE]；[PHONE]"),
+    ("座机010-12345678，(0755) 8765-4321，021 6123 4567。", "座机[PHONE]，[PHONE]，[PHONE]。"),
+    ("电话：0755-86001234转8001，请留言", "电话：[PHONE]，请留言"),
+    ("Tel: 555-2671 (home)", "Tel: [PHONE] (home)"),
+    ("Tel +852 7862 6385. 12-lead ECG done", "Tel [PHONE]. 12-lead ECG done"),
+    ("(281) 366-2105 x21 after 5pm", "[PHONE] after 5pm"),
+])
+def test_phone(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Take 500 mg twice daily",
+    "HbA1c 7.2%, Na 138 mmol/L, WBC 11.2 x10^9/L",
+    "at 10:30 on 2023-10-15, BP 120/80 mmHg",
+    "ICD-10 E11.9 since 2019",
+    "platelets 250,000; walked 12345 steps; lot 48372615",
+    "12-lead ECG; 3 x 10^6 cells; GFR 90 mL/min/1.73m2",
+    "request 05887319-687e-4b8e-a850-9c4097ce1234",
+    "NDC 0002-8215-01",
+])
+def test_phone_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- ID
+
+
+def test_chinese_id():
+    assert out(f"身份证号：{VALID_ID}，已核验") == "身份证号：[ID]，已核验"
+    assert out(f"ID {VALID_ID2} on file") == "ID [ID] on file"
+    assert out("证件 11010519491231002x。") == "证件 [ID]。"  # lower-case check char
+    spaced = f"{VALID_ID[:6]} {VALID_ID[6:14]} {VALID_ID[14:]}"
+    assert out(f"card {spaced}.") == "card [ID]."
+    assert out("旧身份证110105491231002。") == "旧身份证[ID]。"
+
+
+def test_chinese_id_negatives():
+    wrong = VALID_ID[:17] + ("0" if VALID_ID[17] != "0" else "1")
+    bad_date = cn_id("11010519490230001")
+    for text in (f"barcode {wrong}", f"样本条码{bad_date}", "order 123456789012345678", f"批号{cn_id('99010519900101123')}"):
+        assert out(text) == text
+
+
+def test_id_keyword_accepts_a_bad_check_char():
+    """Documented choice: after 身份证号 the 18-digit shape is an ID even if the check char is a typo."""
+    wrong = VALID_ID[:17] + ("0" if VALID_ID[17] != "0" else "1")
+    assert out(f"身份证号：{wrong}") == "身份证号：[ID]"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("SSN 123-45-6789.", "SSN [ID]."),
+    ("ssn: 123456789", "ssn: [ID]"),
+    ("her social security number is 219-09-9999", "her social security number is [ID]"),
+    ("NHS number 943 476 5919", "NHS number [ID]"),
+    ("NHS No: 9434765919", "NHS No: [ID]"),
+    ("ref 943 476 5919 seen", "ref [ID] seen"),
+    ("Passport no. E12345678", "Passport no. [ID]"),
+])
+def test_ssn_nhs_passport(text, expected):
+    assert out(text) == expected
+
+
+def test_id_negatives():
+    for text in ("code 000-12-3456", "code 666-12-3456", "code 912-34-5678"):
+        assert out(text) == text
+    # 3-3-4 with a wrong NHS check digit is not an ID (it is a US phone layout)
+    assert find_phi("ref 943 476 5918", types=["ID"]) == []
+    # after a phone word, a 3-3-4 number is a phone even when its check digit is valid
+    assert out("call 943 476 5919") == "call [PHONE]"
+
+
+# --------------------------------------------------------------------------- MRN
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("MRN: A1234567, admitted", "MRN: [MRN], admitted"),
+    ("MRN#00123456", "MRN#[MRN]"),
+    ("病历号：2023001234，住院号 ZY-00123。", "病历号：[MRN]，住院号 [MRN]。"),
+    ("门诊号:MZ20231015", "门诊号:[MRN]"),
+    ("Patient ID: P-00123; chart #77315", "Patient ID: [MRN]; chart #[MRN]"),
+    ("Medical record number 00123456.", "Medical record number [MRN]."),
+    ("Hospital No: H-884512", "Hospital No: [MRN]"),
+    ("MRN 123 4567 on file", "MRN [MRN] on file"),
+])
+def test_mrn(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "MRN pending", "Patient ID: 12", "the medical records of 2061 patients",
+    "chart reviewed on Monday", "病历号待补",
+])
+def test_mrn_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- INSURANCE
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Insurance no: XYZ123456789.", "Insurance no: [INSURANCE]."),
+    ("policy number POL-2024-88812", "policy number [INSURANCE]"),
+    ("Member ID: W123456789; Policy #W693812377", "Member ID: [INSURANCE]; Policy #[INSURANCE]"),
+    ("Medicare number 1EG4-TE5-MK73", "Medicare number [INSURANCE]"),
+    ("Insurance: Aetna W123456789", "Insurance: Aetna [INSURANCE]"),
+    ("医保卡号：1234567890123，社保卡号 A12345678", "医保卡号：[INSURANCE]，社保卡号 [INSURANCE]"),
+    ("保险单号PICC2023000111。", "保险单号[INSURANCE]。"),
+])
+def test_insurance(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "insurance 2023 renewal pending", "policy: 3 visitors", "member of staff 12345", "医保报销比例70%",
+])
+def test_insurance_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- DOB
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("DOB: 1984-03-12.", "DOB: [DOB]."),
+    ("Date of birth 12/03/1984, seen today", "Date of birth [DOB], seen today"),
+    ("born on 12 March 1984 in Leeds", "born on [DOB] in Leeds"),
+    ("born March 12, 1984.", "born [DOB]."),
+    ("D.O.B. 03.12.1984", "D.O.B. [DOB]"),
+    ("DOB - 28-Dec-1944; DOB 19840312", "DOB - [DOB]; DOB [DOB]"),
+    ("Date of birth (dd/mm/yyyy): 26/12/1962", "Date of birth (dd/mm/yyyy): [DOB]"),
+    ("出生日期：1984年3月12日，", "出生日期：[DOB]，"),
+    ("生于1984年3月12日。1984年3月12日出生。", "生于[DOB]。[DOB]出生。"),
+    ("患者1984-03-12生，既往体健", "患者[DOB]生，既往体健"),
+])
+def test_dob(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Seen on 2023-10-15, admitted 12/03/2023",
+    "next visit March 12, 2024",
+    "2023年10月15日就诊，于2023-10-15复诊",
+    "DOB: 1984-02-30",  # no such date
+    "born at 32 weeks",
+    "1984年3月12日生病",  # 生病 (fell ill), not 生 (born)
+])
+def test_dob_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- ADDRESS
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Lives at 221B Baker Street, London NW1 6XE.", "Lives at [ADDRESS]."),
+    ("Address: 123 Main St, Apt 4B, Springfield, IL 62704", "Address: [ADDRESS]"),
+    ("Home 1600 Pennsylvania Avenue NW, Washington, DC 20500.", "Home [ADDRESS]."),
+    ("moved to 42 Queen's Gate last year", "moved to [ADDRESS] last year"),
+    ("postcode SW1A 1AA; ZIP 94110; PO Box 1234", "postcode [ADDRESS]; ZIP [ADDRESS]; [ADDRESS]"),
+    ("广东省深圳市南山区科技园路88号", "[ADDRESS]"),
+    ("家住北京市朝阳区建国路88号3单元502室，退休。", "家住[ADDRESS]，退休。"),
+    ("住址：朝阳区文三路42号科技大厦C座303。", "住址：[ADDRESS]。"),
+    ("现住苏州市姑苏区阳光小区25栋1904，邮编：215000", "现住[ADDRESS]，邮编：[ADDRESS]"),
+])
+def test_address(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "take 2 tablets 3 times a day",
+    "Take 1 Street",
+    "walks 2 miles along the Main Road daily",
+    "Follow up in 2 weeks with Dr Smith",
+    "Room 12, Ward 7; 3号床",
+    "消化道出血3次",
+    "住在北京市朝阳区，近期无外出",  # no street number: not replaced (documented)
+])
+def test_address_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- IP
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Server 192.168.1.10, port 443", "Server [IP], port 443"),
+    ("IP 10.0.0.1.", "IP [IP]."),
+    ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334 ok", "v6 [IP] ok"),
+    ("from 2001:db8::8a2e:370:7334 and fe80::1ff:fe23:4567:890a", "from [IP] and [IP]"),
+    ("mapped ::ffff:192.168.1.1 here", "mapped [IP] here"),
+    ("登录IP：172.16.254.1，", "登录IP：[IP]，"),
+])
+def test_ip(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "version 1.2.3.4", "build 1.2.3.4.5", "v2.3.1.0", "256.1.1.1", "at 10:30:45", "ratio 3:1", "E11.9",
+    "1.1.1.1依拓康内窥镜", "Windows build 10.0.19045.2364",
+])
+def test_ip_negatives(text):
+    assert out(text) == text
+
+
+# --------------------------------------------------------------------------- API behaviour
+
+MIXED = ("Mr Li, DOB: 1984-03-12, MRN: A1234567, phone 138-1234-5678, email li@example.com, "
+         f"身份证号{VALID_ID}, 家住北京市朝阳区建国路88号, IP 10.1.2.3, policy number POL-2024-88812.")
+
+
+def test_counts_and_spans():
+    text, counts = deidentify(MIXED)
+    assert counts == Counter({"DOB": 1, "MRN": 1, "PHONE": 1, "EMAIL": 1, "ID": 1, "ADDRESS": 1, "IP": 1,
+                              "INSURANCE": 1})
+    assert text == ("Mr Li, DOB: [DOB], MRN: [MRN], phone [PHONE], email [EMAIL], 身份证号[ID], 家住[ADDRESS], "
+                    "IP [IP], policy number [INSURANCE].")
+    spans = find_phi(MIXED)
+    assert all(isinstance(s, Span) and MIXED[s.start:s.end] == s.text for s in spans)
+    assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))  # sorted, disjoint
+    assert deidentify(text)[0] == text  # placeholders are not detected again
+
+
+def test_types_filter():
+    text, counts = deidentify(MIXED, types=["EMAIL", "PHONE"])
+    assert counts == Counter({"EMAIL": 1, "PHONE": 1})
+    assert "[EMAIL]" in text and "[PHONE]" in text and "A1234567" in text and VALID_ID in text
+    assert deidentify(MIXED, types="email,phone") == (text, counts)  # comma string, any case
+    assert deidentify(MIXED, types=[]) == (MIXED, Counter())
+
+
+def test_unknown_type_raises():
+    with pytest.raises(MedtuneError) as e:
+        find_phi("x", types=["EMAIL", "NAME"])
+    assert "NAME" in str(e.value) and "EMAIL" in e.value.hint and "ADDRESS" in e.value.hint
+
+
+def test_overlaps_resolve_to_one_span():
+    # keyword and pattern rules agree on the span: the keyword's type wins the tie
+    assert out("MRN: 13812345678") == "MRN: [MRN]"
+    assert out("Patient ID: 415-555-2671") == "Patient ID: [MRN]"
+    # the longer span wins: the whole international number, not its 020 7946 0958 tail
+    assert [s.text for s in find_phi("Call +44 (0)20 7946 0958")] == ["+44 (0)20 7946 0958"]
+    # a whole street address, not its "Springfield, IL 62704" or "SW1A 2AA" parts
+    assert out("Lives at 123 Main St, Springfield, IL 62704") == "Lives at [ADDRESS]"
+    assert out("at 10 Downing Street, London SW1A 2AA.") == "at [ADDRESS]."
+    # a valid 18-digit ID is not also three phone-like pieces
+    assert [s.type for s in find_phi(f"证件{VALID_ID}")] == ["ID"]
+
+
+def test_empty_and_plain_text():
+    assert deidentify("") == ("", Counter())
+    plain = "Patient reports chest pain for two days, no fever."
+    assert deidentify(plain) == (plain, Counter())
+    assert set(PHI_TYPES) == {"EMAIL", "PHONE", "ID", "MRN", "INSURANCE", "DOB", "ADDRESS", "IP"}
