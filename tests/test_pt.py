@@ -275,3 +275,14 @@ def test_streaming_holds_its_memory_budget_on_a_corpus_bigger_than_the_budget(tm
     in_memory = measure("memory")  # the same corpus held in memory: many times the budget
     assert in_memory["growth_mb"] > 10 * budget_mb, in_memory
     assert in_memory["tokens"] == pytest.approx(streamed["tokens"], rel=0.02)
+
+
+def test_data_vocab_lists_candidates_and_writes_a_word_list(tiny_model, tmp_path, capsys):
+    from medtune.cli import main
+
+    corpus = write_text(tmp_path / "c.txt", ["Take empagliflozin daily.", "empagliflozin and metformin."], 20)
+    words = tmp_path / "words.txt"
+    assert main(["data", "vocab", str(corpus), "--tokenizer", str(tiny_model), "--top", "3", "--out", str(words)]) == 0
+    assert words.read_text().splitlines()[0] == "empagliflozin"
+    assert "vocab.words=" in capsys.readouterr().out
+    assert main(["data", "vocab", str(tmp_path / "missing.txt"), "--tokenizer", str(tiny_model)]) == 2

@@ -74,3 +74,23 @@ def test_sft_runs_unchanged_on_the_shared_files(default_path, shared_data, tmp_p
     m = runs.read_manifest(sft.run(cfg))
     assert m["status"] == "completed" and m["data_stats"]["train_examples"] > 0
     assert m["data"][0]["records"] == 12
+
+
+def test_pt_replay_recipe_mixes_demo_and_article_text_at_its_ratio(default_path, shared_data, tmp_path, monkeypatch, capsys):
+    """recipes/pt_replay.yaml as shipped (demo text 0.7 + MedicalGPT's article 0.3 by tokens), 2 steps."""
+    from pathlib import Path
+
+    from medtune import runs
+    from medtune.config import load_config
+    from medtune.stages import pt
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the recipe names ../shared relative to the project
+    cfg = load_config(pt.PTConfig, "recipes/pt_replay.yaml", [
+        f"output_dir={tmp_path}/run", "train.max_steps=2", "train.batch_size=1", "data.block_size=256",
+        "data.val_size=0", "train.eval_steps=0"])
+    m = runs.read_manifest(pt.run(cfg))
+    shares = {r["name"]: r["share_tokens"] for r in m["mixture"]["sources"]}
+    assert shares["medical"] == pytest.approx(0.7, abs=0.02) and shares["general"] == pytest.approx(0.3, abs=0.02)
+    assert "mixture achieved" in capsys.readouterr().out
+    assert m["status"] == "completed" and m["metrics"]["steps"] == 2

@@ -186,3 +186,28 @@ def test_label_only_logits_loss_equals_the_models_own_loss():
 
     model.forward = scaled_forward
     assert not sft.label_logits_supported(model, collator)
+
+
+def test_sft_mixes_sources_and_reports_the_achieved_mixture(tiny_model, tmp_path, capsys):
+    def write(path, n, question, answer):
+        path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": question.format(i)},
+                                                        {"role": "assistant", "content": answer.format(i)}]}) + "\n"
+                                for i in range(n)))
+        return path
+
+    med = write(tmp_path / "med.jsonl", 24, "Fever for {} days?", "See a doctor if it lasts {} days.")
+    gen = write(tmp_path / "gen.jsonl", 100, "Say {}.", "{}.")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"data": {"sources": [{"path": str(med), "weight": 0.8, "name": "medical"},
+                                                       {"path": str(gen), "weight": 0.2, "name": "general"}],
+                                           "val_size": 3}}))
+    cfg = load_config(sft.SFTConfig, recipe, [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'run'}",
+                                              "train.max_steps=1", "train.bf16=false"])
+    m = runs.read_manifest(sft.run(cfg))
+    mix = {r["name"]: r for r in m["data_stats"]["mixture"]["sources"]}
+    assert mix["medical"]["examples"] + mix["general"]["examples"] == 24 + 6 - 3  # all 24 medical, 6 general, 3 held out
+    assert mix["general"]["share_examples"] == pytest.approx(0.2, abs=0.05)
+    assert m["data_stats"]["val_examples"] == 3
+    assert "mixture achieved" in capsys.readouterr().out
+    with pytest.raises(MedtuneError, match="not both"):
+        sft.run(load_config(sft.SFTConfig, recipe, [f"data.path={med}", f"output_dir={tmp_path / 'x'}"]))

@@ -93,6 +93,17 @@ def cmd_data(ns) -> int:
         summary = stats.write_stats(ns.files, ns.out, ns.tokenizer, ns.max_length, kind=ns.kind, mode=ns.mode)
         print(stats.format_table(summary))
         print(f"wrote {os.path.join(ns.out, 'stats.json')} and a length histogram per file")
+    elif ns.data_command == "vocab":
+        from medtune.data import vocab
+
+        found = vocab.corpus_candidates(ns.files, ns.tokenizer, top=ns.top, min_count=ns.min_count, mode=ns.mode)
+        for word, count, pieces in found:
+            print(f"{word}\t{count} times\t{pieces} tokens now")
+        if ns.out:
+            from medtune.runs import atomic_write_text
+
+            atomic_write_text(ns.out, "".join(w + "\n" for w, _, _ in found))
+            print(f"wrote {len(found)} words to {ns.out}; train them with: medtune pt RECIPE vocab.words={ns.out}")
     return 0
 
 
@@ -174,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", default="stats", metavar="DIR", help="folder for stats.json and the histograms (default stats/)")
     ds.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue"])
     ds.add_argument("--mode", default="line", choices=["line", "paragraph"])
+    dw = dsub.add_parser("vocab", help="the frequent corpus words a tokenizer splits into several pieces (candidates for new tokens)")
+    dw.add_argument("files", nargs="+", metavar="FILE", help="pretraining text (.txt / .jsonl)")
+    dw.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model folder, a run, a .gguf or a hub id")
+    dw.add_argument("--top", type=int, default=100, help="how many words (default 100)")
+    dw.add_argument("--min-count", type=int, default=5, help="a word must occur this often (default 5)")
+    dw.add_argument("--mode", default="line", choices=["line", "paragraph"], help=".txt documents per line or per paragraph")
+    dw.add_argument("--out", metavar="WORDS.txt", help="write the words, one per line, for vocab.words in a PT recipe")
     d.set_defaults(func=cmd_data)
 
     m = sub.add_parser("model", help="model utilities")

@@ -467,9 +467,10 @@ def _summary(run_dir: Path, manifest: dict, collator) -> None:
         print(f"  padding: {1 - collator.real_tokens / collator.padded_tokens:.1%} of batch tokens")
     if losses:
         line = f"  train loss: {losses[0]:.3f} -> {losses[-1]:.3f}"
-        if "eval_perplexity" in m:
-            line += (f"; held-out perplexity {m.get('eval_perplexity_before', float('nan')):.2f}"
-                     f" -> {m['eval_perplexity']:.2f}")
+        if "eval_perplexity_before" in m:
+            line += f"; held-out perplexity {m['eval_perplexity_before']:.2f} -> {m['eval_perplexity']:.2f}"
+        elif "eval_perplexity" in m:
+            line += f"; held-out perplexity {m['eval_perplexity']:.2f}"
         print(line)
     if manifest.get("vocabulary"):
         print(f"  vocabulary: {manifest['vocabulary']['added']} new tokens trained")
