@@ -122,7 +122,13 @@ def save_weights(run_dir, model, tokenizer) -> None:
     run_dir = Path(run_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=run_dir))
     try:
-        model.save_pretrained(tmp)
+        kwargs = {}
+        if hasattr(model, "peft_config") and any(
+                getattr(c, "trainable_token_indices", None) for c in model.peft_config.values()):
+            # new vocabulary trains as PEFT trainable tokens, saved with the adapter; loading resizes the base
+            # first (models.load), so the whole embedding matrix need not be stored again
+            kwargs["save_embedding_layers"] = False
+        model.save_pretrained(tmp, **kwargs)
         tokenizer.save_pretrained(tmp)
         for item in tmp.iterdir():
             target = run_dir / item.name
