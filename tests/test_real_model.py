@@ -94,3 +94,17 @@ def test_pt_replay_recipe_mixes_demo_and_article_text_at_its_ratio(default_path,
     assert shares["medical"] == pytest.approx(0.7, abs=0.02) and shares["general"] == pytest.approx(0.3, abs=0.02)
     assert "mixture achieved" in capsys.readouterr().out
     assert m["status"] == "completed" and m["metrics"]["steps"] == 2
+
+
+def test_pubmedqa_accuracy_equals_the_one_forward_per_choice_reference(default_path, shared_data):
+    from medtune.eval import scoring, tasks
+
+    items = tasks.load_task("pubmedqa", shared_data / "pubmedqa" / "pqal_trainval.json", limit=6, seed=3)
+    task = tasks.get_task("pubmedqa")
+    requests = [scoring.Request(task.prompt(it), task.continuations(it)) for it in items]
+    loaded = models.load(models.ModelConfig(name_or_path="default"))
+    fast = scoring.loglik_scores(loaded.model.eval(), loaded.tokenizer, requests, batch_size=4)
+    ref = scoring.loglik_reference(loaded.model, loaded.tokenizer, requests)
+    assert [scoring.choose(s) for s in fast] == [scoring.choose(s) for s in ref]
+    for f, r in zip(fast, ref):
+        assert f == pytest.approx(r, abs=1e-3)

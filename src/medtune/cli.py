@@ -93,6 +93,16 @@ def cmd_data(ns) -> int:
         summary = stats.write_stats(ns.files, ns.out, ns.tokenizer, ns.max_length, kind=ns.kind, mode=ns.mode)
         print(stats.format_table(summary))
         print(f"wrote {os.path.join(ns.out, 'stats.json')} and a length histogram per file")
+    elif ns.data_command == "from-benchmark":
+        import json
+
+        from medtune.eval import tasks
+        from medtune.runs import atomic_write_text
+
+        items = tasks.load_task(ns.task, ns.file, setting=ns.setting)
+        records = tasks.to_sft_records(ns.task, items)
+        atomic_write_text(ns.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        print(f"wrote {len(records)} SFT dialogues ({ns.task}) to {ns.out}; train with: medtune sft RECIPE data.path={ns.out}")
     elif ns.data_command == "vocab":
         from medtune.data import vocab
 
@@ -123,6 +133,43 @@ def cmd_chat(ns) -> int:
     )
     return chat.main(ns.model, settings, prompt=ns.prompt, system=ns.system, template=ns.template,
                      trust_remote_code=ns.trust_remote_code)
+
+
+def _task_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def cmd_eval(ns) -> int:
+    from medtune.eval import runner
+
+    if ns.compare:
+        print(runner.compare(ns.compare))
+        if ns.output_dir:
+            from medtune.eval import report
+
+            written = report.write_report(ns.compare, ns.output_dir, title="medtune eval: comparison")
+            print(f"wrote {written['html']} and {written['md']}")
+        return 0
+    if not ns.model:
+        raise MedtuneError("eval needs a model or run folder", hint="medtune eval runs/demo-sft --tasks mcq")
+    files = {}
+    for spec in ns.file or []:
+        task, sep, path = spec.partition("=")
+        if not sep or not task or not path:
+            raise MedtuneError(f"--file {spec!r}: expected TASK=PATH", hint="e.g. --file pubmedqa=data/ori_pqal.json")
+        files[task.strip()] = path.strip()
+    settings = runner.EvalSettings(
+        tasks=_task_list(ns.tasks), general_tasks=_task_list(ns.general_tasks), data_dir=ns.data_dir, files=files,
+        setting=ns.setting, shots=ns.shots, limit=ns.limit, seed=ns.seed, mode=ns.mode, batch_size=ns.batch_size,
+        max_new_tokens=ns.max_new_tokens, general_text=ns.general_text or [], text_mode=ns.text_mode,
+        health=ns.health, prompts=ns.prompts, template=ns.template, trust_remote_code=ns.trust_remote_code,
+    )
+    for name in settings.tasks + settings.general_tasks:
+        from medtune.eval import tasks
+
+        tasks.get_task(name)
+    runner.evaluate(ns.model, settings, ns.output_dir)
+    return 0
 
 
 def cmd_demo(ns) -> int:
@@ -185,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", default="stats", metavar="DIR", help="folder for stats.json and the histograms (default stats/)")
     ds.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue"])
     ds.add_argument("--mode", default="line", choices=["line", "paragraph"])
+    db = dsub.add_parser("from-benchmark", help="turn a benchmark's training split into SFT dialogues")
+    db.add_argument("task", help="pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu or mcq")
+    db.add_argument("file", help="the benchmark file (or folder for mmlu_medical/cmmlu)")
+    db.add_argument("out", help="output JSONL (messages format)")
+    db.add_argument("--setting", default="reasoning_required", help="PubMedQA: reasoning_required or reasoning_free")
     dw = dsub.add_parser("vocab", help="the frequent corpus words a tokenizer splits into several pieces (candidates for new tokens)")
     dw.add_argument("files", nargs="+", metavar="FILE", help="pretraining text (.txt / .jsonl)")
     dw.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model folder, a run, a .gguf or a hub id")
@@ -213,6 +265,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (default 0 = off)")
     c.add_argument("--trust-remote-code", action="store_true")
     c.set_defaults(func=cmd_chat)
+
+    e = sub.add_parser("eval", help="benchmarks, general-text perplexity and generation health of a model or run")
+    e.add_argument("model", nargs="?", help="default, a run folder, an HF folder, a .gguf file or a hub id")
+    e.add_argument("--tasks", help="comma-separated medical tasks: pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu, mcq")
+    e.add_argument("--general-tasks", help="comma-separated tasks reported as general ability (forgetting)")
+    e.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")
+    e.add_argument("--file", action="append", metavar="TASK=PATH", help="the file of one task (repeatable)")
+    e.add_argument("--setting", default="reasoning_required", help="PubMedQA: reasoning_required (default) or reasoning_free")
+    e.add_argument("--shots", type=int, default=0, help="solved examples before each question (default 0)")
+    e.add_argument("--limit", type=int, default=0, help="a seeded random sample of N items per task (0 = all)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--mode", default="loglik", choices=["loglik", "generate"], help="log-likelihood of each choice (default) or chat generation + answer extraction")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-new-tokens", type=int, default=32, help="generate mode (default 32)")
+    e.add_argument("--general-text", action="append", metavar="FILE", help="perplexity on a general text file (repeatable)")
+    e.add_argument("--text-mode", default="line", choices=["line", "paragraph"], help="documents per line or paragraph in .txt")
+    e.add_argument("--health", action="store_true", help="generation health: repetition, self-questioning, leaks, stopping")
+    e.add_argument("--prompts", help="prompt file for --health (default: the bundled medical + general set)")
+    e.add_argument("--template", help="chat template override for generate mode and --health")
+    e.add_argument("--trust-remote-code", action="store_true")
+    e.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="print eval folders side by side (with -o: an HTML report too)")
+    e.add_argument("-o", "--output-dir", help="where results go (default runs/eval-<model name>)")
+    e.set_defaults(func=cmd_eval)
 
     dm = sub.add_parser("demo", help="fine-tune the embedded default on the demo data; show answers before and after")
     dm.add_argument("--output-dir", default="runs/demo-sft")

@@ -1,0 +1,228 @@
+"""`medtune eval`: score a model (or run folder) on benchmark tasks, general text and generation health, and
+write results.json, results.md and an HTML report into an eval folder.
+
+Reads top to bottom: resolve task files and load every item (bad files stop here, before the model loads)
+-> load the model once -> per task: prompts -> log-likelihood or generation -> metrics -> general-text
+perplexity -> health -> write results and report.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medtune import NOT_MEDICAL_ADVICE, runs
+from medtune.errors import MedtuneError
+from medtune.eval import scoring, tasks
+
+DEMO_EXAM = "medtune:demo/exam.jsonl"
+GENERATE_INSTRUCTION = {"en": "Answer with the letter of the correct option.", "zh": "请只回答正确选项的字母。"}
+
+
+@dataclass
+class EvalSettings:
+    """What `medtune eval` runs. `files` maps a task to its file or folder (else found under `data_dir`);
+    `general_tasks` are scored like `tasks` but reported as general ability (forgetting)."""
+
+    tasks: list[str] = field(default_factory=list)
+    general_tasks: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    files: dict = field(default_factory=dict)
+    setting: str = "reasoning_required"
+    shots: int = 0
+    limit: int = 0
+    seed: int = 0
+    mode: str = "loglik"  # or "generate"
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    general_text: list[str] = field(default_factory=list)
+    text_mode: str = "line"
+    health: bool = False
+    prompts: str | None = None
+    template: str | None = None
+    trust_remote_code: bool = False
+
+
+def task_file(name: str, s: EvalSettings) -> str:
+    from medtune.data import resolve_path
+
+    if name in s.files:
+        return str(resolve_path(s.files[name]))
+    if s.data_dir:
+        return str(tasks.find_task_file(name, s.data_dir))
+    if name == "mcq":
+        return str(resolve_path(DEMO_EXAM))
+    raise MedtuneError(f"no file for task {name}", hint=f"pass --data-dir DIR (with {tasks.get_task(name).folder}/ in it) "
+                       f"or --file {name}=PATH")
+
+
+def _shots(items, k: int, seed: int, item_index: int):
+    """k solved examples from the same file, never the item itself (seeded per item)."""
+    pool = [i for i in range(len(items)) if i != item_index]
+    return [items[i] for i in random.Random(seed * 7919 + item_index).sample(pool, min(k, len(pool)))]
+
+
+def _generate_prompt(task, item, lang: str) -> str:
+    text = task.prompt(item)
+    if item.choice_labels == list(tasks.PUBMEDQA_LABELS):
+        return text.removesuffix("Answer:").rstrip() + "\nAnswer yes, no or maybe."
+    return text.removesuffix("Answer:").removesuffix("答案：").rstrip() + "\n" + GENERATE_INSTRUCTION[lang]
+
+
+def _lang(item) -> str:
+    from medtune.data.formats import _CJK
+
+    return "zh" if len(_CJK.findall(item.question)) > len(item.question) * 0.2 else "en"
+
+
+def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[dict, list[dict]]:
+    """Metrics for one task and one row per item (prediction, scores or answer text)."""
+    from tqdm import tqdm
+
+    task = tasks.get_task(name)
+    started = time.time()
+    bar = tqdm(total=len(items), desc=name, unit="item", file=sys.stderr)
+    rows = []
+    if s.mode == "loglik":
+        requests = [scoring.Request(task.few_shot_prompt(_shots(items, s.shots, s.seed, i), it) if s.shots else task.prompt(it),
+                                    task.continuations(it)) for i, it in enumerate(items)]
+        scores = scoring.loglik_scores(cm.model, cm.tokenizer, requests, batch_size=s.batch_size, progress=bar.update)
+        preds = [scoring.choose(sc) for sc in scores]
+        norm = [scoring.choose(sc, r.continuations, normalise=True) for sc, r in zip(scores, requests)]
+        for it, sc, p in zip(items, scores, preds):
+            rows.append({"id": it.id, "gold": it.answer, "pred": p, "scores": [round(x, 4) for x in sc]})
+    else:
+        from medtune import chat
+
+        greedy = chat.GenerationSettings(temperature=0.0, max_new_tokens=s.max_new_tokens, repetition_penalty=1.0)
+        preds, norm = [], None
+        for it in items:
+            text, stopped = chat.generate(cm, [{"role": "user", "content": _generate_prompt(task, it, _lang(it))}], greedy)
+            pred = scoring.extract_choice(text, it.choice_labels, it.choices)
+            preds.append(pred)
+            rows.append({"id": it.id, "gold": it.answer, "pred": pred, "answer": text, "stopped": stopped})
+            bar.update(1)
+    bar.close()
+    metrics = scoring.task_metrics(items, preds, seed=s.seed, f1=name == "pubmedqa")
+    if norm is not None:
+        metrics["accuracy_norm"] = sum(p == it.answer for p, it in zip(norm, items)) / len(items)
+    if s.mode == "loglik":
+        metrics.pop("unparseable")
+    metrics.update(domain=domain, seconds=round(time.time() - started, 1),
+                   items_per_second=round(len(items) / max(1e-9, time.time() - started), 2))
+    return metrics, rows
+
+
+def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path:
+    """Run the evaluation; returns the folder holding results.json, results.md and report.html."""
+    from medtune import chat, models
+    from medtune.data import formats, resolve_path
+
+    if s.mode not in ("loglik", "generate"):
+        raise MedtuneError(f"unknown mode {s.mode!r}", hint="choose loglik or generate")
+    if not (s.tasks or s.general_tasks or s.general_text or s.health):
+        raise MedtuneError("nothing to evaluate", hint="pass --tasks, --general-text or --health")
+
+    # every file is read and checked before the model loads
+    loaded_items = {}
+    for name, domain in [(t, "medical") for t in s.tasks] + [(t, "general") for t in s.general_tasks]:
+        path = task_file(name, s)
+        loaded_items[name] = (domain, path, tasks.load_task(name, path, setting=s.setting, limit=s.limit, seed=s.seed))
+    texts = {p: formats.load_texts(resolve_path(p), mode=s.text_mode) for p in s.general_text}
+    prompts = None
+    if s.health:
+        from medtune.eval import health
+
+        prompts = health.load_prompts(s.prompts)
+
+    label = Path(models.resolve(model)).name if model != "default" else "default"
+    out = Path(output_dir or f"runs/eval-{label}")
+    if (out / runs.MANIFEST).is_file() or (out.exists() and not out.is_dir()):
+        raise MedtuneError("this folder holds a training run (or is a file), not an evaluation", where=str(out),
+                           hint="pass another --output-dir")
+    print(f"note: {NOT_MEDICAL_ADVICE}", file=sys.stderr)
+    cm = chat.load_chat_model(model, template=s.template, trust_remote_code=s.trust_remote_code)
+    manifest = runs.read_manifest(models.resolve(model)) if Path(models.resolve(model)).is_dir() else None
+    result = {
+        "kind": "eval", "model": model, "label": label, "created": runs.now(),
+        "settings": {k: v for k, v in vars(s).items() if k not in ("files",)} | {"files": {}},
+        "tasks": {}, "libraries": runs.library_versions(),
+    }
+    if manifest:
+        result["model_run"] = {"stage": manifest.get("stage"), "base": manifest.get("model", {}).get("base"),
+                               "chain": _chain(model)}
+    all_rows = {}
+    for name, (domain, path, items) in loaded_items.items():
+        result["settings"]["files"][name] = {**formats.fingerprint(path), "items": len(items)} if Path(path).is_file() else {"path": path, "items": len(items)}
+        metrics, rows = score_task(cm, name, items, s, domain=domain)
+        result["tasks"][name] = metrics
+        all_rows[name] = rows
+    if texts:
+        result["perplexity"] = {}
+        for p, docs in texts.items():
+            ppl = scoring.text_perplexity(cm.model, cm.tokenizer, docs)
+            result["perplexity"][Path(p).name] = {**ppl, "domain": "general", "path": p}
+    if prompts is not None:
+        from medtune.eval import health
+
+        result["health"] = health.run_health(cm, prompts, None)
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / "results.json", result)
+    runs.atomic_write_text(out / "items.jsonl", "".join(
+        json.dumps({"task": t, **r}, ensure_ascii=False) + "\n" for t, rows in all_rows.items() for r in rows))
+    written = _reports(out, result)
+    _summary(result, out, written)
+    return out
+
+
+def _chain(model: str) -> list[str]:
+    from medtune import models
+
+    chain, spec = [], models.resolve(model)
+    while Path(spec).is_dir():
+        m = runs.read_manifest(spec)
+        if not m:
+            break
+        chain.insert(0, spec)
+        weights = m.get("model", {}).get("weights")
+        if not weights or weights == spec:
+            break
+        spec = weights
+    return chain
+
+
+def _reports(out: Path, result: dict) -> list[str]:
+    try:
+        from medtune.eval import report
+    except ImportError:  # pragma: no cover
+        return []
+    written = report.write_report([out], out, title=f"medtune eval: {result['label']}")
+    return [str(written["html"]), str(written["md"])]
+
+
+def _summary(result: dict, out: Path, written: list[str]) -> None:
+    print(f"\neval of {result['model']} ({result['settings']['mode']}, {result['settings']['shots']}-shot)")
+    for name, m in result["tasks"].items():
+        lo, hi = m["ci95"]
+        extra = f", macro-F1 {m['macro_f1']:.3f}" if "macro_f1" in m else ""
+        extra += f", {m['unparseable']} unparseable" if m.get("unparseable") else ""
+        print(f"  {name:16s} [{m['domain']}] accuracy {m['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}){extra}")
+    for name, p in result.get("perplexity", {}).items():
+        print(f"  {name:16s} [general] perplexity {p['perplexity']:.2f} over {p['tokens']} tokens")
+    if "health" in result:
+        flags = result["health"]["summary"]["flags"]
+        raised = [k for k, v in flags.items() if v]
+        print(f"  health: {'flags raised: ' + ', '.join(raised) if raised else 'no flags'}")
+    print(f"  wrote results.json, items.jsonl{', ' + ', '.join(Path(w).name for w in written) if written else ''} to {out}")
+
+
+def compare(paths: list[str]) -> str:
+    """Side-by-side table of several eval folders (domain and general results, deltas)."""
+    from medtune.eval import report
+
+    return report.compare_table([report.load_results(p) for p in paths])

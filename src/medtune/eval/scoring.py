@@ -1,0 +1,252 @@
+"""Scoring multiple-choice items: log-likelihood of each choice after the context (lm-evaluation-harness
+conventions), or generation with a chat template and answer extraction; accuracy, macro-F1, per-subject
+scores and bootstrap confidence intervals; perplexity on plain text.
+
+Log-likelihood follows the harness's `_encode_pair`: trailing spaces of the context move to the front of
+the continuation; the context alone and context + continuation are tokenised without special tokens; the
+continuation's tokens are those of the whole past the context's length. The choice with the highest summed
+log-probability wins (`acc`); `acc_norm` divides by the continuation's length in bytes.
+
+Speed (`loglik_scores`): each context is run once. Items are sorted by context length and batched; the batch
+runs with a KV cache; the first token of every choice is read off the context's last position, and only
+choices longer than one token run a second, small forward over their remaining tokens on top of the
+cached context. `loglik_reference` is the one-forward-per-(context, choice) baseline it must equal.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+
+_LETTER = "ABCDEFGHIJ"
+
+
+@dataclass
+class Request:
+    context: str
+    continuations: list[str]
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) as lm-evaluation-harness splits them."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    if not ctx:  # the harness puts the end-of-text token before an empty context
+        ctx = [tokenizer.eos_token_id]
+        whole = ctx + whole
+    return ctx, whole[len(ctx):]
+
+
+def _encode(tokenizer, req: Request):
+    pairs = [encode_pair(tokenizer, req.context, c) for c in req.continuations]
+    contexts = {tuple(p[0]) for p in pairs}
+    if len(contexts) == 1:
+        return list(pairs[0][0]), [p[1] for p in pairs]
+    # a choice whose first characters merge with the context's end: share the common context prefix
+    common = min(len(p[0]) for p in pairs)
+    for k in range(common):
+        if len({p[0][k] for p in pairs}) > 1:
+            common = k
+            break
+    ctx = list(pairs[0][0][:common])
+    return ctx, [p[0][common:] + p[1] for p in pairs]
+
+
+def loglik_reference(model, tokenizer, requests: list[Request], progress=None) -> list[list[float]]:
+    """Baseline: one full forward per (context, choice) pair, as the harness does without its cache."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    out = []
+    with torch.no_grad():
+        for req in requests:
+            scores = []
+            for cont in req.continuations:
+                ctx, cont_ids = encode_pair(tokenizer, req.context, cont)
+                ids = torch.tensor([ctx + cont_ids], device=device)
+                logp = torch.log_softmax(model(input_ids=ids[:, :-1], use_cache=False).logits.float(), -1)[0]
+                pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont_ids), device=device)
+                scores.append(logp[pos, torch.tensor(cont_ids, device=device)].sum().item())
+            out.append(scores)
+            if progress:
+                progress(1)
+    return out
+
+
+def loglik_scores(model, tokenizer, requests: list[Request], *, batch_size: int = 8, progress=None) -> list[list[float]]:
+    """Summed log-probability of each continuation after its context; each context is run once."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    encoded = [_encode(tokenizer, r) for r in requests]
+    order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))  # similar lengths batch together
+    results: list[list[float]] = [[] for _ in requests]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ctxs = [encoded[i][0] for i in idx]
+            width = max(len(c) for c in ctxs)
+            # left padding: every context ends at the last column, where its choices' first tokens are read
+            ids = torch.tensor([[pad] * (width - len(c)) + c for c in ctxs], device=device)
+            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in ctxs], device=device)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+            last = torch.log_softmax(out.logits[:, -1].float(), -1)
+            rows = []  # (batch row, item, choice) for choices longer than one token
+            for b, i in enumerate(idx):
+                conts = encoded[i][1]
+                results[i] = [last[b, c[0]].item() for c in conts]
+                rows += [(b, i, j) for j, c in enumerate(conts) if len(c) > 1]
+            if rows:
+                _rest_of_choices(model, out.past_key_values, mask, rows, encoded, results, pad, device)
+            if progress:
+                progress(len(idx))
+    return results
+
+
+def _rest_of_choices(model, cache, ctx_mask, rows, encoded, results, pad, device):
+    """Tokens 2..n of multi-token choices, on the cached contexts (cache rows repeated per choice)."""
+    import torch
+
+    conts = [encoded[i][1][j] for _, i, j in rows]
+    width = max(len(c) for c in conts) - 1
+    inputs = torch.tensor([c[:-1][:width] + [pad] * (width - len(c) + 1) for c in conts], device=device)
+    targets = [c[1:] for c in conts]
+    select = torch.tensor([b for b, _, _ in rows], device=device)
+    cache.reorder_cache(select) if hasattr(cache, "reorder_cache") else cache.batch_select_indices(select)
+    ctx_mask = ctx_mask[select]
+    cont_mask = torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in conts], device=device)
+    mask = torch.cat([ctx_mask, cont_mask], dim=1)
+    start = ctx_mask.sum(-1, keepdim=True)
+    position_ids = start + torch.arange(width, device=device)[None]
+    out = model(input_ids=inputs, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+    logp = torch.log_softmax(out.logits.float(), -1)
+    for r, ((_, i, j), tgt) in enumerate(zip(rows, targets)):
+        results[i][j] += logp[r, torch.arange(len(tgt), device=device), torch.tensor(tgt, device=device)].sum().item()
+
+
+def choose(scores: list[float], continuations: list[str] | None = None, *, normalise: bool = False) -> int:
+    """Index of the best choice (first on ties, as argmax); `normalise` divides by continuation bytes (acc_norm)."""
+    if normalise and continuations:
+        scores = [s / max(1, len(c.encode("utf-8"))) for s, c in zip(scores, continuations)]
+    return max(range(len(scores)), key=lambda k: (scores[k], -k))
+
+
+# ------------------------------------------------------------------------------------ answers in text
+
+_ANSWER_CUES = re.compile(
+    r"(?:answer\s*(?:is|:)?|correct\s+(?:answer|option|choice)\s*(?:is|:)?|option|choice|答案\s*(?:是|为|：|:)?|"
+    r"选\s*(?:项)?|正确(?:答案|选项)?\s*(?:是|为|：|:)?)\s*[\(\[（]?\s*([A-J])\b", re.IGNORECASE)
+
+
+def extract_choice(text: str, labels: list[str], choices: list[str]) -> int | None:
+    """The choice a free-text answer picks, or None when it cannot be told.
+
+    Understands "The answer is C", "Answer: (C)", "C. Metformin", "C) ...", "答案：C", "选C", a lone letter,
+    yes/no/maybe (and 是/否/可能) for PubMedQA-style labels, or exactly one option text named in the answer.
+    """
+    t = text.strip()
+    if not t:
+        return None
+    letters = [lab for lab in labels if len(lab) == 1 and lab.isalpha()]
+    if letters:
+        if re.match(r"^\W*[A-J]\W*(?:or|and|/|或|和|、|,|，)\W*[A-J]\b", t):  # "A or B": hedged, no single answer
+            return None
+        m = _ANSWER_CUES.search(t)
+        if m and m.group(1).upper() in letters:
+            return letters.index(m.group(1).upper())
+        m = re.match(r"^\s*[\(\[（]?([A-J])(?:[\)\]）.:：、,，\s]|$)", t) or re.match(r"^\s*[\(\[（]?([a-j])[\)\]）.:：]", t)
+        if m and m.group(1).upper() in letters:  # a lower-case letter only before ")" or ".", never the article "a"
+            return letters.index(m.group(1).upper())
+    else:
+        lowered = t.lower()
+        synonyms = {"yes": ("yes", "是"), "no": ("no", "否", "不是"), "maybe": ("maybe", "可能", "不确定")}
+        first = re.match(r"^\W*(yes|no|maybe)\b", lowered)
+        if first and first.group(1) in labels:
+            return labels.index(first.group(1))
+        hits = {lab for lab in labels for w in synonyms.get(lab, (lab,)) if re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", lowered)}
+        if len(hits) == 1:
+            return labels.index(hits.pop())
+    named = [k for k, c in enumerate(choices) if c and c.strip().lower() in t.lower()]
+    if len(named) == 1:
+        return named[0]
+    return None
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def macro_f1(gold: list[int], pred: list[int], n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes that occur in gold or predictions."""
+    f1s = []
+    for c in range(n_classes):
+        tp = sum(g == c and p == c for g, p in zip(gold, pred))
+        fp = sum(g != c and p == c for g, p in zip(gold, pred))
+        fn = sum(g == c and p != c for g, p in zip(gold, pred))
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def bootstrap_ci(correct: list[bool], *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy."""
+    n = len(correct)
+    if n == 0:
+        return (0.0, 0.0)
+    rng = random.Random(seed)
+    means = sorted(sum(correct[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    lo = means[int(math.floor((1 - level) / 2 * resamples))]
+    hi = means[min(resamples - 1, int(math.ceil((1 + level) / 2 * resamples)) - 1)]
+    return (lo, hi)
+
+
+def task_metrics(items, preds: list[int | None], *, seed: int = 0, f1: bool = False) -> dict:
+    """accuracy, 95% CI, per-subject accuracy, unparseable count (None predictions), macro-F1 if asked."""
+    gold = [it.answer for it in items]
+    correct = [p == g for p, g in zip(preds, gold)]
+    out = {"n": len(items), "accuracy": sum(correct) / max(1, len(items)),
+           "ci95": list(bootstrap_ci(correct, seed=seed)), "unparseable": sum(p is None for p in preds)}
+    if f1:
+        n_classes = max(len(it.choices) for it in items)
+        out["macro_f1"] = macro_f1(gold, [-1 if p is None else p for p in preds], n_classes)
+    subjects: dict[str, list[bool]] = {}
+    for it, c in zip(items, correct):
+        subjects.setdefault(it.subject, []).append(c)
+    out["by_subject"] = {s: {"n": len(v), "accuracy": sum(v) / len(v)} for s, v in sorted(subjects.items())}
+    return out
+
+
+# ------------------------------------------------------------------------------------ perplexity
+
+
+def text_perplexity(model, tokenizer, documents: list[str], *, block_size: int = 1024, batch_size: int = 4) -> dict:
+    """Mean next-token loss over documents (EOS after each, as in PT), each document scored on its own
+    (packed with restarting positions; no attention across documents). Returns tokens, loss, perplexity."""
+    import torch
+    import torch.nn.functional as F
+
+    from medtune.data import packing
+    from medtune.stages.pt import build_rows, tokenize
+
+    device = model.get_input_embeddings().weight.device
+    rows = list(build_rows(tokenize(documents, tokenizer), block_size, "documents"))
+    collator = packing.Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for k in range(0, len(rows), batch_size):
+            batch = {name: t.to(device) for name, t in collator(rows[k:k + batch_size]).items()}
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+            targets = batch["labels"][:, 1:]
+            keep = targets != -100
+            total += F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="sum").item()
+            count += int(keep.sum())
+    loss = total / max(1, count)
+    return {"documents": len(documents), "tokens": count, "loss": loss, "perplexity": math.exp(min(loss, 50))}

@@ -1,0 +1,122 @@
+"""Scoring: the fast log-likelihood path equals the one-forward-per-choice reference, answers are read from
+free text in English and Chinese, metrics are right, and `medtune eval` writes its results."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medtune.eval import runner, scoring, tasks
+from tiny import save_tiny, tiny_llama, tiny_tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64)
+
+
+def test_encode_pair_follows_the_harness():
+    tok = tiny_tokenizer()
+    ctx, cont = scoring.encode_pair(tok, "Answer: ", "yes")  # trailing space moves to the continuation
+    assert tok.decode(ctx) == "Answer:" and tok.decode(cont) == " yes"
+    ctx2, cont2 = scoring.encode_pair(tok, "Answer:", " yes")
+    assert (ctx, cont) == (ctx2, cont2)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_shared_context_scores_equal_one_forward_per_choice(batch_size):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=64)
+    items = tasks.load_task("mcq", FIXTURES / "mcq" / "test.jsonl") + tasks.load_task("pubmedqa", FIXTURES / "pubmedqa" / "ori_pqal.json")
+    reqs = []
+    for it in items:
+        task = tasks.get_task("pubmedqa" if it.choice_labels == ["yes", "no", "maybe"] else "mcq")
+        reqs.append(scoring.Request(task.prompt(it), task.continuations(it)))
+    reqs.append(scoring.Request("Chest pain. Best first step:", [" call an ambulance", " rest", " drink water now"]))
+    fast = scoring.loglik_scores(model, tok, reqs, batch_size=batch_size)
+    ref = scoring.loglik_reference(model, tok, reqs)
+    assert any(len(scoring.encode_pair(tok, r.context, c)[1]) > 1 for r in reqs for c in r.continuations)
+    for f, r in zip(fast, ref):
+        assert f == pytest.approx(r, abs=1e-3)
+        assert scoring.choose(f) == scoring.choose(r)
+
+
+@pytest.mark.parametrize("text,labels,expected", [
+    ("The answer is C.", "ABCD", 2), ("C. Metformin", "ABCD", 2), ("答案：C", "ABCD", 2), ("Answer: (B)", "ABCD", 1),
+    ("选B，因为……", "ABCD", 1), ("b) the liver", "ABCD", 1), ("The correct option is D", "ABCD", 3),
+    ("Metformin is first-line.", "ABCD", 2), ("I am not sure.", "ABCD", None), ("A or B", "ABCD", None),
+    ("Yes, it does.", ["yes", "no", "maybe"], 0), ("Maybe; the evidence is mixed.", ["yes", "no", "maybe"], 2),
+    ("否。", ["yes", "no", "maybe"], 1), ("", "ABCD", None),
+])
+def test_extract_choice(text, labels, expected):
+    choices = ["Insulin", "Aspirin", "Metformin", "Warfarin"] if labels == "ABCD" else ["yes", "no", "maybe"]
+    assert scoring.extract_choice(text, list(labels), choices) == expected
+
+
+def test_metrics():
+    assert scoring.macro_f1([0, 0, 1, 2], [0, 1, 1, 2], 3) == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    correct = [True] * 60 + [False] * 40
+    lo, hi = scoring.bootstrap_ci(correct, seed=1)
+    assert lo < 0.6 < hi and 0.45 < lo and hi < 0.75
+    assert scoring.bootstrap_ci(correct, seed=1) == (lo, hi)
+    items = tasks.load_task("mcq", FIXTURES / "mcq" / "test.jsonl")
+    m = scoring.task_metrics(items, [it.answer for it in items[:-1]] + [None], f1=True)
+    assert m["accuracy"] == pytest.approx((len(items) - 1) / len(items)) and m["unparseable"] == 1
+    assert sum(s["n"] for s in m["by_subject"].values()) == len(items)
+
+
+def test_text_perplexity_scores_each_document_alone():
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    docs = ["The patient has a fever.", "Chest pain is an emergency: call an ambulance."]
+    got = scoring.text_perplexity(model, tok, docs)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for d in docs:
+            ids = tok(d)["input_ids"] + [tok.eos_token_id]
+            out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids]))
+            total += out.loss.item() * (len(ids) - 1)
+            count += len(ids) - 1
+    assert got["tokens"] == count and got["loss"] == pytest.approx(total / count, rel=1e-4)
+
+
+def test_eval_writes_results_for_loglik_and_generate(tiny_model, tmp_path):
+    general = tmp_path / "general.txt"
+    general.write_text("Paris is the capital of France.\nWater boils at 100 degrees.\n")
+    s = runner.EvalSettings(tasks=["mcq", "pubmedqa"], general_tasks=["mmlu_medical"], data_dir=str(FIXTURES),
+                            general_text=[str(general)], shots=1)
+    out = runner.evaluate(str(tiny_model), s, str(tmp_path / "ev"))
+    r = json.loads((out / "results.json").read_text())
+    assert set(r["tasks"]) == {"mcq", "pubmedqa", "mmlu_medical"}
+    assert r["tasks"]["mmlu_medical"]["domain"] == "general" and "macro_f1" in r["tasks"]["pubmedqa"]
+    assert r["perplexity"]["general.txt"]["tokens"] > 0
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(rows) == sum(t["n"] for t in r["tasks"].values())
+    s = runner.EvalSettings(tasks=["mcq"], data_dir=str(FIXTURES), mode="generate", max_new_tokens=8)
+    r = json.loads((runner.evaluate(str(tiny_model), s, str(tmp_path / "gen")) / "results.json").read_text())
+    assert r["tasks"]["mcq"]["unparseable"] >= 0 and r["settings"]["mode"] == "generate"
+
+
+def test_bad_benchmark_file_stops_before_the_model_loads(tmp_path, capsys):
+    from medtune.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Q?", "options": {"A": "x", "B": "y"}, "answer": "E"}\n')
+    assert main(["eval", "./no/such/model", "--tasks", "mcq", "--file", f"mcq={bad}", "-o", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:1" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "default", "--tasks", "nosuchtask"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+
+
+def test_from_benchmark_writes_sft_data(tmp_path):
+    from medtune.cli import main
+    from medtune.data import formats
+
+    out = tmp_path / "pubmedqa_sft.jsonl"
+    assert main(["data", "from-benchmark", "pubmedqa", str(FIXTURES / "pubmedqa" / "ori_pqal.json"), str(out)]) == 0
+    dialogues = formats.load_dialogues(out)
+    assert dialogues and all(d["messages"][-1]["role"] == "assistant" for d in dialogues)
