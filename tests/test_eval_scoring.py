@@ -95,9 +95,22 @@ def test_eval_writes_results_for_loglik_and_generate(tiny_model, tmp_path):
     assert r["perplexity"]["general.txt"]["tokens"] > 0
     rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert len(rows) == sum(t["n"] for t in r["tasks"].values())
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 1
     s = runner.EvalSettings(tasks=["mcq"], data_dir=str(FIXTURES), mode="generate", max_new_tokens=8)
-    r = json.loads((runner.evaluate(str(tiny_model), s, str(tmp_path / "gen")) / "results.json").read_text())
-    assert r["tasks"]["mcq"]["unparseable"] >= 0 and r["settings"]["mode"] == "generate"
+    gen = runner.evaluate(str(tiny_model), s, str(tmp_path / "gen"))
+    r = json.loads((gen / "results.json").read_text())
+    assert r["settings"]["mode"] == "generate" and r["tasks"]["mcq"]["n"] == len(rows_of(gen))
+    assert all("answer" in row for row in rows_of(gen))
+
+    from medtune.cli import main
+
+    assert main(["eval", "--compare", str(out), str(gen), "-o", str(tmp_path / "cmp")]) == 0
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "mcq" in html and "data:image/png;base64," in html
+
+
+def rows_of(folder):
+    return [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines()]
 
 
 def test_bad_benchmark_file_stops_before_the_model_loads(tmp_path, capsys):

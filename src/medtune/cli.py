@@ -162,7 +162,8 @@ def cmd_eval(ns) -> int:
         tasks=_task_list(ns.tasks), general_tasks=_task_list(ns.general_tasks), data_dir=ns.data_dir, files=files,
         setting=ns.setting, shots=ns.shots, limit=ns.limit, seed=ns.seed, mode=ns.mode, batch_size=ns.batch_size,
         max_new_tokens=ns.max_new_tokens, general_text=ns.general_text or [], text_mode=ns.text_mode,
-        health=ns.health, prompts=ns.prompts, template=ns.template, trust_remote_code=ns.trust_remote_code,
+        health=ns.health, prompts=ns.prompts, health_repetition_penalty=ns.health_repetition_penalty,
+        health_max_new_tokens=ns.health_max_new_tokens, template=ns.template, trust_remote_code=ns.trust_remote_code,
     )
     for name in settings.tasks + settings.general_tasks:
         from medtune.eval import tasks
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-mode", default="line", choices=["line", "paragraph"], help="documents per line or paragraph in .txt")
     e.add_argument("--health", action="store_true", help="generation health: repetition, self-questioning, leaks, stopping")
     e.add_argument("--prompts", help="prompt file for --health (default: the bundled medical + general set)")
+    e.add_argument("--health-repetition-penalty", type=float, default=1.0,
+                   help="--health generates greedily with this penalty (default 1.0 = off: the model's own habits; chat uses 1.1)")
+    e.add_argument("--health-max-new-tokens", type=int, default=256, help="--health answer length cap (default 256)")
     e.add_argument("--template", help="chat template override for generate mode and --health")
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="print eval folders side by side (with -o: an HTML report too)")

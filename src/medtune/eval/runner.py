@@ -43,6 +43,8 @@ class EvalSettings:
     text_mode: str = "line"
     health: bool = False
     prompts: str | None = None
+    health_repetition_penalty: float = 1.0
+    health_max_new_tokens: int = 256
     template: str | None = None
     trust_remote_code: bool = False
 
@@ -169,7 +171,10 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
     if prompts is not None:
         from medtune.eval import health
 
-        result["health"] = health.run_health(cm, prompts, None)
+        from medtune.chat import GenerationSettings
+
+        result["health"] = health.run_health(cm, prompts, GenerationSettings(
+            temperature=0.0, max_new_tokens=s.health_max_new_tokens, repetition_penalty=s.health_repetition_penalty))
 
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / "results.json", result)
