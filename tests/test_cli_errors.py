@@ -272,3 +272,18 @@ def test_a_closed_pipe_is_not_an_error(capsys, monkeypatch):
     monkeypatch.setattr("medtune.data.formats.validate_file", closed)
     assert main(["data", "validate", "x.jsonl"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_pt_bad_text_files_fail_with_file_and_line_before_any_model_loads(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pt", f"data.path={tmp_path / 'missing.txt'}", f"output_dir={out}", "model.name_or_path=./no/model"]) == 2
+    assert "data file not found" in one_error_line(capsys)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 3}\n')
+    assert main(["pt", f"data.path={bad}", f"output_dir={out}", "model.name_or_path=./no/model"]) == 2
+    assert "bad.jsonl:2" in one_error_line(capsys)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    assert main(["pt", f"data.path={latin1}", f"output_dir={out}"]) == 2
+    assert "latin1.txt:1" in one_error_line(capsys)
+    assert not out.exists()

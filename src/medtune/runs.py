@@ -94,6 +94,19 @@ def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
     return out
 
 
+def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None, Path | None]:
+    """Check a training stage's output folder, touching nothing: returns (run folder, the manifest already
+    there or None, the checkpoint to resume from or None). An unfinished run needs resume or overwrite."""
+    check_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    run_dir = Path(output_dir)
+    previous = None if overwrite and not resume else read_manifest(run_dir)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if previous and previous.get("status") != "completed" and not resume and not overwrite:
+        raise MedtuneError("an unfinished run is in this folder", where=str(run_dir),
+                           hint="pass resume=true to continue it, or overwrite=true to start again")
+    return run_dir, previous, checkpoint
+
+
 def last_checkpoint(run_dir) -> Path | None:
     """The newest complete `checkpoint-N` folder (a checkpoint is complete once trainer_state.json exists)."""
     ckpts = []

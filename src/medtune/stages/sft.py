@@ -338,16 +338,7 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     from medtune import models
 
     started = time.time()
-    runs.check_output_dir(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)  # touches nothing yet
-    run_dir = Path(cfg.output_dir)
-    previous = None if cfg.overwrite and not cfg.resume else runs.read_manifest(run_dir)
-    checkpoint = runs.last_checkpoint(run_dir) if cfg.resume else None
-    if previous and previous.get("status") != "completed" and not cfg.resume and not cfg.overwrite:
-        raise MedtuneError(
-            "an unfinished run is in this folder",
-            where=str(run_dir),
-            hint="pass resume=true to continue it, or overwrite=true to start again",
-        )
+    run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
     if cfg.lora.method == "qlora" and not torch.cuda.is_available():
         raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
