@@ -202,10 +202,8 @@ def _chain(model: str) -> list[str]:
 
 
 def _reports(out: Path, result: dict) -> list[str]:
-    try:
-        from medtune.eval import report
-    except ImportError:  # pragma: no cover
-        return []
+    from medtune.eval import report
+
     written = report.write_report([out], out, title=f"medtune eval: {result['label']}")
     return [str(written["html"]), str(written["md"])]
 

@@ -120,7 +120,7 @@ def _rest_of_choices(model, cache, ctx_mask, rows, encoded, results, pad, device
     inputs = torch.tensor([c[:-1][:width] + [pad] * (width - len(c) + 1) for c in conts], device=device)
     targets = [c[1:] for c in conts]
     select = torch.tensor([b for b, _, _ in rows], device=device)
-    cache.reorder_cache(select) if hasattr(cache, "reorder_cache") else cache.batch_select_indices(select)
+    cache.reorder_cache(select)  # one cache row per choice: the row of its item's context
     ctx_mask = ctx_mask[select]
     cont_mask = torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in conts], device=device)
     mask = torch.cat([ctx_mask, cont_mask], dim=1)

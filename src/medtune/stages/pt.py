@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator, Literal
 
 from medtune import runs
-from medtune.config import at_least
+from medtune.config import at_least, check
 from medtune.data import formats, mixing, packing
 from medtune.data.mixing import Source
 from medtune.errors import ConfigError, MedtuneError
@@ -98,7 +98,7 @@ class PTConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    output_dir: str = "runs/pt"
+    output_dir: str = field(default="runs/pt", metadata=check(lambda v: v.strip() != "", "a folder name"))
     resume: bool = False
     overwrite: bool = False
 
@@ -211,7 +211,6 @@ class CorpusPlan:
 
     mixer: mixing.Mixer
     val_rows: list
-    n_val: int
     rows: Callable[[], Iterable[dict]] | list
     stats: dict
     tally: dict
@@ -282,7 +281,7 @@ def plan_corpus(cfg: PTConfig, sources: list[Source], tokenizer) -> CorpusPlan:
 
     val_rows = list(build_rows(val_docs, data.block_size, data.packing, seed=seed)) if val_docs else []
     stats["val_documents"] = len(val_docs)
-    return CorpusPlan(mixer=mixer, val_rows=val_rows, n_val=n_val, rows=rows, stats=stats, tally=tally)
+    return CorpusPlan(mixer=mixer, val_rows=val_rows, rows=rows, stats=stats, tally=tally)
 
 
 def validate(cfg: PTConfig) -> list[str]:
