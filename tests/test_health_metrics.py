@@ -1,6 +1,7 @@
 """Generation-health metrics: each metric on hand-written texts (traps included), then tiny models trained
 to misbehave in one way each, which must trip that flag, and a well-behaved one, which must trip none."""
 
+import dataclasses
 import json
 
 import pytest
@@ -246,6 +247,9 @@ def test_tiny_model_trips_exactly_its_flags(behaviour, tmp_path, one_thread):
     if behaviour == "looping":
         assert summary["mean_repeat_4gram"] > 0.5 and summary["looping_share"] == 1.0
         assert all(r["length_tokens"] == 40 for r in responses)  # ids come from generation, not re-tokenising
+        # the default penalty of --health (1.1, as medtune chat) does not hide a learned loop
+        served = health.run_health(cm, PROMPTS, dataclasses.replace(settings, repetition_penalty=1.1), progress=False)
+        assert served["summary"]["flags"]["repetition"], served["summary"]
     if behaviour == "self_questioning":  # the plain-text user turns are self-questions without any leak
         plain = [r for r in responses if "<|im_start|>" not in r["response"]]
         assert len(plain) == 4 and all(r["self_question"] and not r["leak"] for r in plain)
@@ -255,6 +259,21 @@ def test_tiny_model_trips_exactly_its_flags(behaviour, tmp_path, one_thread):
 
 
 # --- prompts ------------------------------------------------------------------------------------------
+
+def test_prompts_filtered_by_language(tmp_path):
+    english = health.load_prompts(langs=["en"])
+    assert len(english) == 20 and {p["lang"] for p in english} == {"en"}
+    with pytest.raises(DataError, match="no prompt has lang fr"):
+        health.load_prompts(langs=["fr"])
+
+
+def test_default_settings_are_what_chat_serves_with_made_greedy():
+    from medtune.chat import GenerationSettings
+
+    s = health.health_settings(None)
+    assert s.temperature == 0.0 and s.max_new_tokens == 512
+    assert s.repetition_penalty == GenerationSettings().repetition_penalty
+
 
 def test_bundled_prompts_are_half_medical_and_in_both_languages():
     prompts = health.load_prompts()

@@ -80,3 +80,73 @@ def save_tiny(path, tokenizer=None, **kw):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# --- a custom architecture known to transformers only as a causal LM (no sequence-classification class)
+
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel  # noqa: E402
+from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
+
+
+class TinyGRUConfig(PretrainedConfig):
+    model_type = "medtune-tiny-gru"
+
+    def __init__(self, vocab_size=400, hidden_size=32, **kw):
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        super().__init__(**kw)
+
+
+class TinyGRUForCausalLM(PreTrainedModel, GenerationMixin):
+    """Embedding -> GRU -> MLP -> LM head: causal by construction, nothing like a transformer, and with no
+    `get_decoder`, so medtune must reach its hidden states through `output_hidden_states`."""
+
+    config_class = TinyGRUConfig
+    _no_split_modules: list = []
+
+    def __init__(self, config):
+        super().__init__(config)
+        h = config.hidden_size
+        self.embed = torch.nn.Embedding(config.vocab_size, h)
+        self.rnn = torch.nn.GRU(h, h, batch_first=True)
+        self.up = torch.nn.Linear(h, 2 * h)
+        self.down = torch.nn.Linear(2 * h, h)
+        self.lm_head = torch.nn.Linear(h, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def set_input_embeddings(self, value):
+        self.embed = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=False, use_cache=None,
+                **kw):
+        x = self.embed(input_ids)
+        h, _ = self.rnn(x)
+        h = h + self.down(torch.nn.functional.gelu(self.up(h)))
+        logits = self.lm_head(h)
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                                     labels[:, 1:].reshape(-1), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=(x, h) if output_hidden_states else None)
+
+
+AutoConfig.register(TinyGRUConfig.model_type, TinyGRUConfig, exist_ok=True)
+AutoModelForCausalLM.register(TinyGRUConfig, TinyGRUForCausalLM, exist_ok=True)
+
+
+def save_tiny_gru(path, tokenizer=None, seed=0):
+    tokenizer = tokenizer or tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = TinyGRUForCausalLM(TinyGRUConfig(vocab_size=len(tokenizer), hidden_size=32,
+                                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -10,7 +10,8 @@ import sys
 from medtune.errors import MedtuneError
 
 # stage name -> (module, config class); imported only when used, so `medtune --help` stays fast
-STAGES = {"pt": ("medtune.stages.pt", "PTConfig"), "sft": ("medtune.stages.sft", "SFTConfig")}
+STAGES = {"pt": ("medtune.stages.pt", "PTConfig"), "sft": ("medtune.stages.sft", "SFTConfig"),
+          "rm": ("medtune.stages.rm", "RMConfig"), "dpo": ("medtune.stages.dpo", "DPOConfig")}
 
 
 def _stage(name: str):
@@ -28,10 +29,32 @@ def _split_recipe(args: list[str]):
 def cmd_stage(ns) -> int:
     from medtune.config import load_config
 
+    if ns.command == "rm" and ns.args[:1] == ["score"]:
+        return cmd_rm_score(ns.args[1:])
     module, cls = _stage(ns.command)
     recipe, overrides = _split_recipe(ns.args)
     cfg = load_config(cls, recipe, overrides)
     module.run(cfg)
+    return 0
+
+
+def cmd_rm_score(args: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="medtune rm score", description="score answers with a trained reward model")
+    p.add_argument("run", help="a folder written by `medtune rm`")
+    p.add_argument("file", help="a preference file (scores chosen and rejected) or a dialogue file (its last answer)")
+    p.add_argument("-o", "--output", help="write one JSON line of rewards per record here")
+    p.add_argument("--batch-size", type=int, default=8)
+    ns = p.parse_args(args)
+    from medtune.stages import rm
+
+    summary = rm.score_file(ns.run, ns.file, ns.output, ns.batch_size)
+    if "accuracy" in summary:
+        print(f"{summary['pairs']} pairs: accuracy {summary['accuracy']:.3f}, mean margin {summary['margin']:.3f}, "
+              f"rewards {summary['reward_mean']:.3f} +- {summary['reward_std']:.3f}")
+    else:
+        print(f"{summary['answers']} answers: reward {summary['reward_mean']:.3f} +- {summary['reward_std']:.3f}")
+    if ns.output:
+        print(f"wrote {ns.output}")
     return 0
 
 
@@ -163,7 +186,8 @@ def cmd_eval(ns) -> int:
         setting=ns.setting, shots=ns.shots, limit=ns.limit, seed=ns.seed, mode=ns.mode, batch_size=ns.batch_size,
         max_new_tokens=ns.max_new_tokens, general_text=ns.general_text or [], text_mode=ns.text_mode,
         health=ns.health, prompts=ns.prompts, health_repetition_penalty=ns.health_repetition_penalty,
-        health_max_new_tokens=ns.health_max_new_tokens, template=ns.template, trust_remote_code=ns.trust_remote_code,
+        health_max_new_tokens=ns.health_max_new_tokens,
+        health_langs=_task_list(ns.health_langs), template=ns.template, trust_remote_code=ns.trust_remote_code,
     )
     for name in settings.tasks + settings.general_tasks:
         from medtune.eval import tasks
@@ -189,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in STAGES:
         s = sub.add_parser(name, help=f"run the {name.upper()} stage: medtune {name} RECIPE [key=value ...]")
-        s.add_argument("args", nargs="*", help="a recipe YAML, then dotted overrides such as train.learning_rate=1e-5")
+        s.add_argument("args", nargs=argparse.REMAINDER, help="a recipe YAML, then dotted overrides such as train.learning_rate=1e-5")
         s.set_defaults(func=cmd_stage)
 
     v = sub.add_parser("validate", help="check a recipe (keys, types, data files) without running it")
@@ -284,9 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-mode", default="line", choices=["line", "paragraph"], help="documents per line or paragraph in .txt")
     e.add_argument("--health", action="store_true", help="generation health: repetition, self-questioning, leaks, stopping")
     e.add_argument("--prompts", help="prompt file for --health (default: the bundled medical + general set)")
-    e.add_argument("--health-repetition-penalty", type=float, default=1.0,
-                   help="--health generates greedily with this penalty (default 1.0 = off: the model's own habits; chat uses 1.1)")
-    e.add_argument("--health-max-new-tokens", type=int, default=256, help="--health answer length cap (default 256)")
+    e.add_argument("--health-repetition-penalty", type=float, default=1.1,
+                   help="--health generates greedily with this penalty (default 1.1, as medtune chat; 1.0 = off: the model's raw habits)")
+    e.add_argument("--health-max-new-tokens", type=int, default=512, help="--health answer length cap (default 512)")
+    e.add_argument("--health-langs", help="--health: only prompts in these languages, e.g. en or en,zh (default: all)")
     e.add_argument("--template", help="chat template override for generate mode and --health")
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="print eval folders side by side (with -o: an HTML report too)")

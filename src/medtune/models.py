@@ -40,14 +40,15 @@ class ModelConfig:
     dtype: weights in memory: `auto` (fp32 on CPU, where bf16 runs as autocast; bf16 on a GPU that has it),
       float32, bfloat16 or float16.
     trust_remote_code: allow the model's own Python code (ChatGLM, Baichuan, ...).
-    attn_implementation: sdpa (default), eager, or flash_attention_2 (GPU, package flash-attn).
+    attn_implementation: auto (default: sdpa where the architecture supports it, else eager, as transformers
+      picks; custom and remote-code models often have no sdpa), sdpa, eager, or flash_attention_2 (GPU, flash-attn).
     """
 
     name_or_path: str = field(default="default", metadata=check(lambda v: v.strip() != "", "a model: default, a folder, a .gguf file or a hub id"))
     template: str = field(default="auto", metadata=one_of(*TEMPLATE_NAMES))
     dtype: str = field(default="auto", metadata=one_of("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"
 
 
 @dataclass
@@ -243,7 +244,9 @@ def load(cfg: ModelConfig, *, device: str = "cpu", merge_adapters: bool = True, 
         weights = resolve(manifest["model"]["weights"])
         manifest = read_manifest(weights) if Path(weights).is_dir() else None
     dtype = _torch_dtype(cfg.dtype, device)
-    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    if cfg.attn_implementation != "auto":
+        kwargs["attn_implementation"] = cfg.attn_implementation
     if quantize_4bit:
         kwargs.update(_bnb_4bit(dtype))
     try:
@@ -260,10 +263,76 @@ def load(cfg: ModelConfig, *, device: str = "cpu", merge_adapters: bool = True, 
         from peft import PeftModel
 
         for run in chain:
+            if (read_manifest(run) or {}).get("reward_head"):  # its adapter holds the trained head too
+                add_reward_head(model)
             model = PeftModel.from_pretrained(model, run)
             if merge_adapters or run != chain[-1]:
                 model = model.merge_and_unload()
     return Loaded(model=model, tokenizer=tokenizer, base=weights, chain=chain)
+
+
+REWARD_HEAD = "reward_head"
+REWARD_HEAD_FILE = "reward_head.safetensors"
+
+
+def add_reward_head(model, *, seed: int | None = None):
+    """Attach a scalar head (hidden -> 1) as `model.reward_head`, beside the LM head, so a reward model is any
+    causal LM: no sequence-classification class is needed. Returns the head."""
+    import torch
+
+    hidden = model.get_input_embeddings().weight.shape[1]
+    ref = model.get_input_embeddings().weight
+    head = torch.nn.Linear(hidden, 1, bias=True, device=ref.device, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(1, hidden, generator=gen) / (hidden + 1) ** 0.5)
+        head.bias.zero_()
+    model.add_module(REWARD_HEAD, head)
+    return head
+
+
+def last_hidden_state(model, input_ids, attention_mask):
+    """The final hidden states (batch, length, hidden) of a causal LM (PEFT-wrapped or not), without the
+    vocabulary projection when the model exposes its decoder; else through `output_hidden_states`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if decoder is not None and decoder is not base:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    return out.hidden_states[-1]
+
+
+def sequence_rewards(model, input_ids, attention_mask):
+    """One scalar per row: the reward head on the hidden state of the row's last non-pad token."""
+    import torch
+
+    hidden = last_hidden_state(model, input_ids, attention_mask)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    last = (attention_mask.long() * positions).argmax(dim=1)  # the last attended position (any padding side)
+    picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = getattr(base, REWARD_HEAD)
+    return head(picked.float()).squeeze(-1)
+
+
+def load_reward_model(run: str, *, device: str = "cpu", trust_remote_code: bool = False) -> Loaded:
+    """A `medtune rm` run folder as a causal LM with its trained `reward_head` (LoRA merged), in eval mode."""
+    from safetensors.torch import load_file
+
+    target = resolve(run)
+    manifest = read_manifest(target) if Path(target).is_dir() else None
+    if not manifest or not manifest.get("reward_head"):
+        raise MedtuneError("not a reward model run (no reward head)", where=str(run),
+                           hint="pass a folder written by `medtune rm`")
+    loaded = load(ModelConfig(name_or_path=target, trust_remote_code=trust_remote_code), device=device)
+    model = loaded.model
+    if not hasattr(model, REWARD_HEAD):
+        add_reward_head(model)
+    state = load_file(str(Path(target) / REWARD_HEAD_FILE))
+    getattr(model, REWARD_HEAD).load_state_dict(state)
+    getattr(model, REWARD_HEAD).to(model.get_input_embeddings().weight.device)
+    loaded.model = model.eval()
+    return loaded
 
 
 def _bnb_4bit(dtype):
@@ -284,6 +353,29 @@ def _bnb_4bit(dtype):
     }
 
 
+def peft_lora_config(model, cfg: LoraConfig, *, trainable_tokens: list[int] | None = None):
+    """The PEFT LoraConfig for `cfg` on `model` (a reward head, when present, trains in full beside it)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    embeddings_saved = any(m in ("embed_tokens", "wte", "word_embeddings") for m in cfg.modules_to_save)
+    targets = cfg.target_modules
+    target = "all-linear" if targets in (["all-linear"], ["all"]) else targets
+    modules_to_save = list(cfg.modules_to_save)
+    has_head = hasattr(model, REWARD_HEAD)
+    if has_head and REWARD_HEAD not in modules_to_save:
+        modules_to_save.append(REWARD_HEAD)  # the head trains in full and is saved with the adapter
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=target,
+        modules_to_save=modules_to_save or None,
+        exclude_modules=[REWARD_HEAD] if has_head else None,
+        trainable_token_indices=None if not trainable_tokens or embeddings_saved else list(trainable_tokens),
+        task_type="CAUSAL_LM",
+    )
+
+
 def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False, trainable_tokens: list[int] | None = None):
     """Wrap `model` for training per `cfg.method`; returns the model to train. `trainable_tokens`: embedding
     rows to train beside the adapter (new vocabulary), stored with it; ignored when the whole embedding
@@ -292,25 +384,13 @@ def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False, 
         return model
     if cfg.method not in ("lora", "qlora"):
         raise MedtuneError(f"unknown lora.method '{cfg.method}'", hint="choose lora, qlora or full")
-    from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad under LoRA
-    embeddings_saved = any(m in ("embed_tokens", "wte", "word_embeddings") for m in cfg.modules_to_save)
-    targets = cfg.target_modules
-    target = "all-linear" if targets in (["all-linear"], ["all"]) else targets
-    peft_cfg = PeftLoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=target,
-        modules_to_save=cfg.modules_to_save or None,
-        trainable_token_indices=None if not trainable_tokens or embeddings_saved else list(trainable_tokens),
-        task_type="CAUSAL_LM",
-    )
+    peft_cfg = peft_lora_config(model, cfg, trainable_tokens=trainable_tokens)
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as exc:

@@ -242,12 +242,12 @@ class _Recorder:
 
 
 def health_settings(settings=None):
-    """The generation settings `run_health` uses: `settings` (chat defaults when None) made greedy, so
-    results are reproducible; with no settings the repetition penalty is off too (the model's own habits)."""
+    """The generation settings `run_health` uses: `settings` made greedy, so results are reproducible. With no
+    settings: what `medtune chat` serves with (repetition penalty 1.1), greedy, up to 512 new tokens."""
     from medtune.chat import GenerationSettings
 
     if settings is None:
-        return GenerationSettings(temperature=0.0, max_new_tokens=256, repetition_penalty=1.0)
+        return GenerationSettings(temperature=0.0, max_new_tokens=512, repetition_penalty=1.1)
     return dataclasses.replace(settings, temperature=0.0)
 
 
@@ -287,9 +287,10 @@ _HINT = ('write one JSON object per line, e.g. {"prompt": "What causes a fever?"
          "or a .txt file with one prompt per line")
 
 
-def load_prompts(path=None) -> list[dict]:
+def load_prompts(path=None, langs=None) -> list[dict]:
     """Prompts as [{"prompt", "kind", "lang"}]: the bundled set by default, else a JSONL file of
-    {"prompt": ..., "kind"?: ..., "lang"?: ...} or a .txt file with one prompt per line."""
+    {"prompt": ..., "kind"?: ..., "lang"?: ...} or a .txt file with one prompt per line.
+    `langs` (e.g. ["en"]) keeps only prompts whose `lang` is one of them."""
     from medtune.data import resolve_path
 
     path = Path(resolve_path(path or DEFAULT_PROMPTS))
@@ -328,4 +329,10 @@ def load_prompts(path=None) -> list[dict]:
         prompts.append({"prompt": prompt.strip(), "kind": record.get("kind") or "custom", "lang": record.get("lang")})
     if not prompts:
         raise DataError(path, None, None, "holds no prompts", _HINT)
+    if langs:
+        found = sorted({p["lang"] for p in prompts if p["lang"]})
+        prompts = [p for p in prompts if p["lang"] in set(langs)]
+        if not prompts:
+            raise DataError(path, None, "lang", f"no prompt has lang {', '.join(langs)} (the file has: "
+                            f"{', '.join(found) or 'none'})", "pick languages the file has, or drop --health-langs")
     return prompts

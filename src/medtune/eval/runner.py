@@ -43,8 +43,9 @@ class EvalSettings:
     text_mode: str = "line"
     health: bool = False
     prompts: str | None = None
-    health_repetition_penalty: float = 1.0
-    health_max_new_tokens: int = 256
+    health_repetition_penalty: float = 1.1
+    health_max_new_tokens: int = 512
+    health_langs: list = field(default_factory=list)
     template: str | None = None
     trust_remote_code: bool = False
 
@@ -139,7 +140,7 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
     if s.health:
         from medtune.eval import health
 
-        prompts = health.load_prompts(s.prompts)
+        prompts = health.load_prompts(s.prompts, langs=s.health_langs)
 
     label = Path(models.resolve(model)).name if model != "default" else "default"
     out = Path(output_dir or f"runs/eval-{label}")

@@ -1,0 +1,314 @@
+"""Preference optimisation without a reward model: DPO and its relatives, on TRL's trainers.
+
+Reads top to bottom: config -> run folder -> preference pairs (checked) -> model (the policy to tune,
+usually an SFT run) -> TRL trainer for the chosen loss -> train (or resume) -> held-out margins -> save ->
+manifest.
+
+Losses (`loss`):
+- `dpo`   -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)), ratios against the reference (TRL
+          DPOTrainer, loss_type sigmoid)
+- `ipo`   squared distance of the (per-token) log-ratio difference from 1/(2 beta) (TRL DPOTrainer)
+- `hinge` max(0, 1 - beta * log-ratio difference) (TRL DPOTrainer)
+- `orpo`  SFT loss on the chosen answer plus beta * odds-ratio loss; no reference model (TRL experimental
+          ORPOTrainer)
+- `simpo` -log sigmoid(beta * (mean chosen log-prob - mean rejected log-prob) - gamma); no reference
+          (TRL experimental CPOTrainer with loss_type simpo and cpo_alpha 0)
+
+With LoRA the reference of dpo/ipo/hinge is the same network with the adapter switched off: no second
+copy in memory. With full fine-tuning it is a frozen copy, unless `precompute_ref` computes the
+reference log-probabilities once before training (then no copy is kept at all).
+
+Every TRL import is inside this file, because TRL renames and moves things between releases.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from medtune import runs
+from medtune.config import above, check
+from medtune.data import preference, templates
+from medtune.data.preference import PreferenceData
+from medtune.errors import MedtuneError
+from medtune.models import LoraConfig, ModelConfig
+from medtune.stages.sft import TrainConfig, bf16_wanted, split_validation
+
+LOSSES = ("dpo", "ipo", "hinge", "orpo", "simpo")
+USES_REFERENCE = ("dpo", "ipo", "hinge")
+
+
+@dataclass
+class DPOConfig:
+    """`medtune dpo RECIPE [key=value ...]`.
+
+    loss: dpo, ipo, hinge, orpo or simpo (see the module docstring).
+    beta: dpo/hinge: how far the policy may move from the reference (higher = less; 0.1 is usual);
+      ipo: the regulariser tau; orpo: the weight lambda of the odds-ratio term (0.1); simpo: the reward scale
+      (2.0 is usual; the paper uses 2-10).
+    simpo_gamma: simpo's target reward margin (0.5).
+    precompute_ref: dpo/ipo/hinge: compute the reference log-probabilities once before training.
+    """
+
+    stage: ClassVar[str] = "dpo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PreferenceData = field(default_factory=PreferenceData)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-5, batch_size=4))
+    loss: Literal["dpo", "ipo", "hinge", "orpo", "simpo"] = "dpo"
+    beta: float = field(default=0.1, metadata=above(0))
+    simpo_gamma: float = 0.5
+    precompute_ref: bool = False
+    output_dir: str = field(default="runs/dpo", metadata=check(lambda v: v.strip() != "", "a folder name"))
+    resume: bool = False
+    overwrite: bool = False
+
+
+def validate(cfg: DPOConfig) -> list[str]:
+    """`medtune validate`: check every preference file; lines to print."""
+    pairs, fingerprints, stats = preference.read_pair_files(cfg.data)
+    return [f"data ok: {f['path']}: {f['records']} pairs" for f in fingerprints]
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def encode(pairs, tokenizer, fmt, max_length: int, stats: dict) -> list[dict]:
+    """Pairs with their token ids (prompt, chosen answer, rejected answer); too-long pairs dropped."""
+    kept = []
+    stats.setdefault("dropped_too_long", 0)
+    for pair in pairs:
+        try:
+            prompt_ids, chosen_ids = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"])
+            _, rejected_ids = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"])
+        except MedtuneError as exc:
+            raise MedtuneError(exc.message, where=pair["source"], hint=exc.hint) from None
+        if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
+            stats["dropped_too_long"] += 1
+            continue
+        kept.append({**pair, "prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+    return kept
+
+
+def trl_rows(encoded: list[dict], tokenizer, loss: str) -> list[dict]:
+    """Rows in TRL's preference contract. DPOTrainer gets the conversational form (it renders the model's
+    chat template itself); the experimental ORPO/CPO trainers get the text our template encoding decodes to,
+    each answer ending at its end-of-turn token, so they do not append a second end-of-sequence token."""
+    if loss in USES_REFERENCE:
+        return [{"prompt": e["prompt"], "chosen": [{"role": "assistant", "content": e["chosen"]}],
+                 "rejected": [{"role": "assistant", "content": e["rejected"]}]} for e in encoded]
+
+    def text(ids):
+        return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    return [{"prompt": text(e["prompt_ids"]), "chosen": text(e["chosen_ids"]), "rejected": text(e["rejected_ids"])}
+            for e in encoded]
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def answer_logps(model, encoded: list[dict], key: str, pad_id: int, batch_size: int = 4) -> list[float]:
+    """Sum of log-probabilities of each pair's `key` answer (chosen_ids or rejected_ids) after its prompt."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(encoded), batch_size):
+                chunk = encoded[i: i + batch_size]
+                seqs = [e["prompt_ids"] + e[key] for e in chunk]
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for j, s in enumerate(seqs):
+                    ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                for j, e in enumerate(chunk):
+                    start, end = len(e["prompt_ids"]), len(e["prompt_ids"]) + len(e[key])
+                    targets = ids[j, start:end].to(device)
+                    out.append(float(logp[j, start - 1: end - 1].gather(-1, targets[:, None]).sum()))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def margins(model, encoded, pad_id, batch_size) -> tuple[list[float], list[float]]:
+    chosen = answer_logps(model, encoded, "chosen_ids", pad_id, batch_size)
+    rejected = answer_logps(model, encoded, "rejected_ids", pad_id, batch_size)
+    return chosen, rejected
+
+
+def margin_metrics(before: tuple, after: tuple) -> dict:
+    """Held-out, loss-independent: the chosen-minus-rejected log-prob margin before and after training, and
+    the share of pairs whose implicit reward (log-ratio to the starting policy) ranks chosen above rejected."""
+    (cb, rb), (ca, ra) = before, after
+    n = len(cb)
+    m_before = sum(c - r for c, r in zip(cb, rb)) / n
+    m_after = sum(c - r for c, r in zip(ca, ra)) / n
+    wins = sum((c_a - c_b) > (r_a - r_b) for c_a, c_b, r_a, r_b in zip(ca, cb, ra, rb))
+    return {"heldout_logp_margin_before": m_before, "heldout_logp_margin_after": m_after,
+            "heldout_margin_gain": m_after - m_before, "heldout_reward_accuracy": wins / n,
+            "heldout_chosen_logp_change": sum(a - b for a, b in zip(ca, cb)) / n,
+            "heldout_rejected_logp_change": sum(a - b for a, b in zip(ra, rb)) / n, "heldout_pairs": n}
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir: Path, callbacks):
+    """The TRL trainer for `cfg.loss`, its arguments mapped from our recipe."""
+    import torch
+    from datasets import Dataset
+
+    from medtune import models
+
+    t = cfg.train
+    eval_steps = t.eval_steps if val_rows and t.eval_steps > 0 else None
+    common = dict(
+        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup,
+        weight_decay=t.weight_decay, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
+        bf16=bf16_wanted(t.bf16), fp16=t.fp16, gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
+        seed=t.seed, data_seed=t.seed, use_cpu=not torch.cuda.is_available(), report_to=["tensorboard"],
+        max_length=cfg.data.max_length + 8,  # TRL re-tokenises; pairs were already filtered by our count
+        dataset_num_proc=None, disable_tqdm=False,
+    )
+    peft_config = models.peft_lora_config(model, cfg.lora) if cfg.lora.method != "full" else None
+    if cfg.lora.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+    train_ds = Dataset.from_list(train_rows)
+    eval_ds = Dataset.from_list(val_rows) if val_rows else None
+    kwargs = dict(model=model, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                  peft_config=peft_config, callbacks=list(callbacks or []))
+    if cfg.loss in USES_REFERENCE:
+        from trl import DPOConfig as TRLDPOConfig
+        from trl import DPOTrainer
+
+        args = TRLDPOConfig(**common, loss_type=[{"dpo": "sigmoid"}.get(cfg.loss, cfg.loss)], beta=cfg.beta,
+                            precompute_ref_log_probs=cfg.precompute_ref)
+        # full fine-tuning: TRL would reload the reference from the hub id in the config (wrong for a chained
+        # run), so hand it a frozen copy of the starting weights
+        ref = copy.deepcopy(model).eval().requires_grad_(False) if peft_config is None and not cfg.precompute_ref else None
+        return DPOTrainer(args=args, ref_model=ref, **kwargs)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    if cfg.loss == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer(args=ORPOConfig(**common, beta=cfg.beta, remove_unused_columns=False), **kwargs)
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=cfg.beta, simpo_gamma=cfg.simpo_gamma,
+                     remove_unused_columns=False)
+    return CPOTrainer(args=args, **kwargs)
+
+
+def run(cfg: DPOConfig, callbacks=None) -> Path:
+    """Tune a policy on preference pairs per `cfg`; returns the run folder."""
+    import torch
+    from transformers import set_seed
+
+    from medtune import models
+
+    started = time.time()
+    run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
+        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
+    if cfg.precompute_ref and cfg.loss not in USES_REFERENCE:
+        raise MedtuneError(f"loss {cfg.loss} has no reference model, so precompute_ref does not apply",
+                           where="precompute_ref", hint="drop precompute_ref, or use loss dpo, ipo or hinge")
+    pairs, fingerprints, stats = preference.read_pair_files(cfg.data)
+    if checkpoint is not None and previous and previous.get("data") != fingerprints:
+        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
+                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    set_seed(cfg.train.seed)
+    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    fmt = templates.resolve_format(tokenizer, cfg.model.template)
+    if templates.install_format(tokenizer, fmt):
+        model.resize_token_embeddings(len(tokenizer))
+
+    stats["pairs"] = len(pairs)
+    encoded = encode(pairs, tokenizer, fmt, cfg.data.max_length, stats)
+    if not encoded:
+        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}", hint="raise data.max_length")
+    train_enc, val_enc = split_validation(encoded, cfg.data.val_size, cfg.train.seed)
+    stats.update(train_pairs=len(train_enc), val_pairs=len(val_enc))
+    run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+
+    model.config.use_cache = False
+    pad_id = tokenizer.pad_token_id
+    before = (previous or {}).get("heldout_before")
+    if val_enc and before is None:  # the starting policy's held-out log-probs: the reference of the margins
+        before = margins(model, val_enc, pad_id, cfg.train.batch_size)
+    manifest = {
+        "stage": "dpo",
+        "status": "running",
+        "created": (previous or {}).get("created", runs.now()),
+        "adapter": cfg.lora.method != "full",
+        "loss": cfg.loss,
+        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
+                  "base": loaded.base, "template": fmt.name},
+        "config": runs.to_plain(cfg),
+        "data": fingerprints,
+        "data_stats": stats,
+        "libraries": runs.library_versions(),
+        "heldout_before": before,
+    }
+    runs.write_manifest(run_dir, manifest)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+
+    trainer = trl_trainer(cfg, model, tokenizer, trl_rows(train_enc, tokenizer, cfg.loss),
+                          trl_rows(val_enc, tokenizer, cfg.loss), run_dir, callbacks)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    manifest["parameters"] = {"trainable": trainable, "total": sum(p.numel() for p in trainer.model.parameters())}
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        manifest["status"] = "failed"
+        runs.write_manifest(run_dir, manifest)
+        raise
+
+    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
+               "train_runtime_s": round(time.time() - started, 1)}
+    if val_enc:
+        metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
+        metrics.update(margin_metrics(before, margins(trainer.model, val_enc, pad_id, cfg.train.batch_size)))
+    keys = ("step", "loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "nll_loss",
+            "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies", "learning_rate", "grad_norm")
+    history = [{k: h[k] for k in keys if k in h} for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
+    save_model = trainer.model
+    runs.save_weights(run_dir, save_model, tokenizer)
+    if not cfg.train.keep_checkpoints:
+        runs.remove_checkpoints(run_dir)
+    manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
+    runs.write_manifest(run_dir, manifest)
+    _summary(run_dir, manifest)
+    return run_dir
+
+
+def _summary(run_dir: Path, manifest: dict) -> None:
+    s, m = manifest["data_stats"], manifest["metrics"]
+    print(f"\ndpo ({manifest['loss']}) finished in {m['train_runtime_s']} s, {m['steps']} steps")
+    print(f"  data: {s['train_pairs']} train / {s['val_pairs']} held-out pairs; dropped {s['dropped_too_long']} too long,"
+          f" {s['identical_dropped']} with identical answers")
+    if "heldout_logp_margin_after" in m:
+        print(f"  held-out log-prob margin (chosen - rejected): {m['heldout_logp_margin_before']:.3f} -> "
+              f"{m['heldout_logp_margin_after']:.3f}; implicit-reward accuracy {m['heldout_reward_accuracy']:.3f}")
+    kind = "LoRA adapter" if manifest["adapter"] else "full weights"
+    print(f"  wrote {kind}, tokenizer and medtune.json to {run_dir}")
+    print(f"  next: medtune chat {run_dir}")
