@@ -315,6 +315,30 @@ def sequence_rewards(model, input_ids, attention_mask):
     return head(picked.float()).squeeze(-1)
 
 
+def score_sequences(model, seqs: list[list[int]], pad_id: int, batch_size: int = 8) -> list[float]:
+    """The reward of each token sequence (prompt + answer), in order; batches are right-padded."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(seqs), batch_size):
+                chunk = seqs[i: i + batch_size]
+                width = max(len(s) for s in chunk)
+                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for j, s in enumerate(chunk):
+                    ids[j, : len(s)] = torch.tensor(s)
+                    mask[j, : len(s)] = 1
+                out += sequence_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()
+    finally:
+        model.train(was_training)
+    return out
+
+
 def load_reward_model(run: str, *, device: str = "cpu", trust_remote_code: bool = False) -> Loaded:
     """A `medtune rm` run folder as a causal LM with its trained `reward_head` (LoRA merged), in eval mode."""
     from safetensors.torch import load_file

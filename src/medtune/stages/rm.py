@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from medtune import runs
+from medtune import models, runs
 from medtune.config import at_least, check
 from medtune.data import preference, templates
 from medtune.data.preference import PreferenceData
@@ -110,36 +110,10 @@ def pair_loss(r_chosen, r_rejected, margin: float = 0.0, centering: float = 0.0)
     return loss
 
 
-def score_sequences(model, seqs: list[list[int]], pad_id: int, batch_size: int = 8) -> list[float]:
-    """The reward of each token sequence (prompt + answer), in order; batches are right-padded."""
-    import torch
-
-    from medtune.models import sequence_rewards
-
-    device = model.get_input_embeddings().weight.device
-    out = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(seqs), batch_size):
-                chunk = seqs[i: i + batch_size]
-                width = max(len(s) for s in chunk)
-                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for j, s in enumerate(chunk):
-                    ids[j, : len(s)] = torch.tensor(s)
-                    mask[j, : len(s)] = 1
-                out += sequence_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()
-    finally:
-        model.train(was_training)
-    return out
-
-
 def score_rows(model, rows: list[dict], pad_id: int, batch_size: int = 8):
     """(chosen rewards, rejected rewards) of encoded pairs."""
-    return (score_sequences(model, [r["chosen_ids"] for r in rows], pad_id, batch_size),
-            score_sequences(model, [r["rejected_ids"] for r in rows], pad_id, batch_size))
+    return (models.score_sequences(model, [r["chosen_ids"] for r in rows], pad_id, batch_size),
+            models.score_sequences(model, [r["rejected_ids"] for r in rows], pad_id, batch_size))
 
 
 def pair_metrics(chosen: list[float], rejected: list[float], margin: float = 0.0, centering: float = 0.0) -> dict:
@@ -196,8 +170,6 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
     import torch
     from safetensors.torch import save_file
     from transformers import set_seed
-
-    from medtune import models
 
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -322,7 +294,6 @@ def score_file(run: str, path: str, out: str | None = None, batch_size: int = 8)
 
     import torch
 
-    from medtune import models
     from medtune.data import formats, resolve_path
 
     path = resolve_path(path)
@@ -349,7 +320,7 @@ def score_file(run: str, path: str, out: str | None = None, batch_size: int = 8)
         for d in items:
             p, a = preference.encode_pair(tokenizer, fmt, d["messages"][:-1], d["messages"][-1]["content"])
             seqs.append(p + a)
-        scores = score_sequences(model, seqs, tokenizer.pad_token_id, batch_size)
+        scores = models.score_sequences(model, seqs, tokenizer.pad_token_id, batch_size)
         records = [{"source": d["source"], "reward": s} for d, s in zip(items, scores)]
         t = torch.tensor(scores)
         summary = {"answers": len(scores), "reward_mean": float(t.mean()), "reward_std": float(t.std()) if len(scores) > 1 else 0.0}
