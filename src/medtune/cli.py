@@ -11,7 +11,8 @@ from medtune.errors import MedtuneError
 
 # stage name -> (module, config class); imported only when used, so `medtune --help` stays fast
 STAGES = {"pt": ("medtune.stages.pt", "PTConfig"), "sft": ("medtune.stages.sft", "SFTConfig"),
-          "rm": ("medtune.stages.rm", "RMConfig"), "dpo": ("medtune.stages.dpo", "DPOConfig")}
+          "rm": ("medtune.stages.rm", "RMConfig"), "dpo": ("medtune.stages.dpo", "DPOConfig"),
+          "ppo": ("medtune.stages.ppo", "PPOConfig"), "grpo": ("medtune.stages.grpo", "GRPOConfig")}
 
 
 def _stage(name: str):
