@@ -14,6 +14,15 @@ from test_rm import write_pairs
 from tiny import save_tiny
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run many times faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_gae_matches_a_hand_computation_and_ignores_positions_outside_the_answer():
     gamma, lam = 0.9, 0.8
     rewards = torch.tensor([[9.0, 0.5, -0.2, 1.0, 7.0]])

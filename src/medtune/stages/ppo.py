@@ -157,10 +157,14 @@ def check_reward_model(spec: str) -> dict:
 
 
 def validate(cfg: PPOConfig) -> list[str]:
+    """`medtune validate`: the prompt files, and the reward model when it exists (a recipe may be checked
+    before the runs it builds on are trained)."""
     prompts, fingerprints = read_prompts(cfg)
+    lines = [f"data ok: {f['path']}: {f['records']} prompts" for f in fingerprints]
+    if cfg.reward_model and not Path(cfg.reward_model).exists():
+        return lines + [f"note: reward model {cfg.reward_model} does not exist yet; train it with `medtune rm` first"]
     check_reward_model(cfg.reward_model)
-    return [f"data ok: {f['path']}: {f['records']} prompts" for f in fingerprints] + [
-        f"reward model ok: {cfg.reward_model}"]
+    return lines + [f"reward model ok: {cfg.reward_model}"]
 
 
 # ------------------------------------------------------------------------------------ the PPO maths
