@@ -198,6 +198,26 @@ def cmd_eval(ns) -> int:
     return 0
 
 
+def cmd_pipeline(ns) -> int:
+    from medtune import pipeline
+
+    pipeline.run(ns.recipe, from_step=ns.from_step)
+    return 0
+
+
+def cmd_runs(ns) -> int:
+    from medtune import runs
+
+    print(runs.format_runs(runs.list_runs(ns.dir)))
+    return 0
+
+
+def cmd_merge(ns) -> int:
+    from medtune import merge
+
+    return merge.cli(ns.args)
+
+
 def cmd_demo(ns) -> int:
     from medtune import demo
 
@@ -278,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("gguf")
     mi.add_argument("out_dir")
     m.set_defaults(func=cmd_model)
+
+    pl = sub.add_parser("pipeline", help="run a chain of stages from one recipe; finished steps are skipped, interrupted ones resume")
+    pl.add_argument("recipe")
+    pl.add_argument("--from", dest="from_step", metavar="STEP", help="rerun this step and every later one from scratch")
+    pl.set_defaults(func=cmd_pipeline)
+
+    rn = sub.add_parser("runs", help="list run and evaluation folders: stage, status, base, parent, data, key metrics")
+    rn.add_argument("dir", nargs="?", default="runs")
+    rn.set_defaults(func=cmd_runs)
+
+    mg = sub.add_parser("merge", help="merge a LoRA run, average a tuned model with its base, or make a soup")
+    mg.add_argument("args", nargs=argparse.REMAINDER, help="lora RUN OUT | average BASE TUNED OUT --alpha A | soup OUT MODEL ...")
+    mg.set_defaults(func=cmd_merge)
 
     c = sub.add_parser("chat", help="chat with a model or a run folder (answers are not medical advice)")
     c.add_argument("model", nargs="?", default="default", help="default, a run folder, an HF folder, a .gguf file or a hub id")

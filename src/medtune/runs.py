@@ -154,3 +154,54 @@ def save_weights(run_dir, model, tokenizer) -> None:
 
 def remove_checkpoints(run_dir) -> None:
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ listing
+
+_KEY_METRICS = ("eval_perplexity", "eval_loss", "eval_accuracy", "heldout_margin_gain", "reward_last", "kl_last",
+                "train_loss")
+
+
+def list_runs(root="runs", depth: int = 3) -> list[dict]:
+    """Every run folder (a `medtune.json`) and evaluation folder (a `results.json` of `medtune eval`) under
+    `root`, newest first: {path, stage, status, base, parent, data, metrics, updated}."""
+    root = Path(root)
+    found = []
+    for level in range(depth + 1):
+        for marker in root.glob("/".join(["*"] * level + [MANIFEST])):
+            m = read_manifest(marker.parent) or {}
+            model = m.get("model") or {}
+            found.append({
+                "path": str(marker.parent), "stage": m.get("stage", "?"), "status": m.get("status", "?"),
+                "base": Path(str(model.get("base", ""))).name or "-",
+                "parent": Path(str(model.get("weights", ""))).name if model.get("weights") != model.get("base") else "-",
+                "data": ", ".join(Path(d.get("path", "")).name for d in m.get("data") or []) or "-",
+                "metrics": {k: m.get("metrics", {})[k] for k in _KEY_METRICS if k in m.get("metrics", {})},
+                "updated": m.get("updated", ""),
+            })
+        for marker in root.glob("/".join(["*"] * level + ["results.json"])):
+            try:
+                r = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if r.get("kind") != "eval":
+                continue
+            found.append({
+                "path": str(marker.parent), "stage": "eval", "status": "completed", "base": r.get("label", "-"),
+                "parent": "-", "data": ", ".join(r.get("tasks", {})) or "-",
+                "metrics": {f"{t}_acc": v.get("accuracy") for t, v in r.get("tasks", {}).items() if "accuracy" in v},
+                "updated": r.get("created", ""),
+            })
+    return sorted(found, key=lambda r: r["updated"], reverse=True)
+
+
+def format_runs(rows: list[dict]) -> str:
+    """`medtune runs` as an aligned text table."""
+    if not rows:
+        return "no runs found"
+    table = [("run", "stage", "status", "base", "from", "data", "metrics")]
+    for r in rows:
+        figures = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["metrics"].items())
+        table.append((r["path"], r["stage"], r["status"], r["base"], r["parent"], r["data"], figures or "-"))
+    widths = [min(max(len(row[i]) for row in table), 40) for i in range(6)]
+    return "\n".join("  ".join(c[:40].ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6] for row in table)
