@@ -22,6 +22,12 @@ MANIFEST = "medtune.json"
 LIBRARIES = ("medtune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "trl", "datasets")
 
 
+def is_main_process() -> bool:
+    """False in every process but global rank 0 of a distributed launch (torchrun / accelerate launch set
+    RANK): only rank 0 writes the run folder's files, so parallel workers never race on them."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -117,6 +123,8 @@ def last_checkpoint(run_dir) -> Path | None:
 
 
 def write_manifest(run_dir, manifest: dict) -> None:
+    if not is_main_process():
+        return
     manifest = dict(manifest)
     manifest["updated"] = now()
     write_json(Path(run_dir) / MANIFEST, manifest)
@@ -132,6 +140,8 @@ def to_plain(cfg) -> dict:
 def save_weights(run_dir, model, tokenizer) -> None:
     """Save weights (adapter or full) and tokenizer into `run_dir` via a temporary folder, file by file
     renamed into place, so a crash never leaves a half-written weight file in the run folder."""
+    if not is_main_process():
+        return
     run_dir = Path(run_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=run_dir))
     try:
@@ -153,6 +163,8 @@ def save_weights(run_dir, model, tokenizer) -> None:
 
 
 def remove_checkpoints(run_dir) -> None:
+    if not is_main_process():
+        return
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
 
 

@@ -297,7 +297,8 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
         runs.remove_checkpoints(run_dir)
     manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
     runs.write_manifest(run_dir, manifest)
-    _summary(run_dir, manifest)
+    if runs.is_main_process():
+        _summary(run_dir, manifest)
     return run_dir
 
 

@@ -426,7 +426,8 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
     manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history,
                     mixture=corpus.mixer.report(corpus.tally["examples"], corpus.tally["tokens"]))
     runs.write_manifest(run_dir, manifest)
-    _summary(run_dir, manifest, collator)
+    if runs.is_main_process():
+        _summary(run_dir, manifest, collator)
     return run_dir
 
 

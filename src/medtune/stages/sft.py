@@ -426,7 +426,8 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
         runs.remove_checkpoints(run_dir)
     manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
     runs.write_manifest(run_dir, manifest)
-    _summary(run_dir, manifest, collator)
+    if runs.is_main_process():
+        _summary(run_dir, manifest, collator)
     return run_dir
 
 
@@ -435,6 +436,8 @@ def _trainer_classes():
 
     class LabelLogitsTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if hasattr(model, "module"):  # DDP/FSDP/DeepSpeed: the wrapper's forward must run to sync gradients
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = label_logits_loss(model, inputs, num_items_in_batch)
             return (loss, {}) if return_outputs else loss
 
