@@ -448,6 +448,14 @@ def test_prompt_mcq():
     )
 
 
+def test_prompt_mcq_cloze_scores_the_option_texts():
+    a, b, _ = load_task("mcq_cloze", MCQ)
+    assert tasks.prompt("mcq_cloze", a) == "Question: Which organ produces bile?\nAnswer:"
+    assert tasks.continuations("mcq_cloze", a) == [" Pancreas", " Liver", " Spleen"]
+    assert tasks.prompt("mcq_cloze", b).startswith("Context: A fasting plasma glucose")
+    assert tasks.continuations("mcq", a) == [" A", " B", " C"]
+
+
 def test_few_shot_prompts():
     a1, a2, a3, ck = load_task("mmlu_medical", MMLU)
     assert tasks.few_shot_prompt("mmlu_medical", [a1, a3], ck) == (
@@ -465,7 +473,7 @@ def test_few_shot_prompts():
 
 def test_every_task_prompt_ends_without_trailing_space():
     loaded = {"pubmedqa": PUBMEDQA, "medmcqa": MEDMCQA, "medqa": MEDQA, "medqa_4options": MEDQA,
-              "mmlu_medical": MMLU, "cmmlu": CMMLU, "mcq": MCQ}
+              "mmlu_medical": MMLU, "cmmlu": CMMLU, "mcq": MCQ, "mcq_cloze": MCQ}
     assert set(loaded) == set(tasks.TASKS)
     for name, path in loaded.items():
         for item in load_task(name, path):
@@ -510,7 +518,7 @@ def test_to_sft_records_are_valid_dialogues(tmp_path):
 
 def test_find_task_file(tmp_path):
     expected = {"pubmedqa": PUBMEDQA, "medmcqa": MEDMCQA, "medqa": MEDQA, "medqa_4options": MEDQA,
-                "mmlu_medical": MMLU, "cmmlu": CMMLU, "mcq": MCQ}
+                "mmlu_medical": MMLU, "cmmlu": CMMLU, "mcq": MCQ, "mcq_cloze": MCQ}
     for name, path in expected.items():
         assert tasks.find_task_file(name, FIX) == path
     official = write(tmp_path, "medqa/4_options/phrases_no_exclude_test.jsonl", "")

@@ -57,7 +57,7 @@ def task_file(name: str, s: EvalSettings) -> str:
         return str(resolve_path(s.files[name]))
     if s.data_dir:
         return str(tasks.find_task_file(name, s.data_dir))
-    if name == "mcq":
+    if name in ("mcq", "mcq_cloze"):
         return str(resolve_path(DEMO_EXAM))
     raise MedtuneError(f"no file for task {name}", hint=f"pass --data-dir DIR (with {tasks.get_task(name).folder}/ in it) "
                        f"or --file {name}=PATH")
@@ -70,7 +70,7 @@ def _shots(items, k: int, seed: int, item_index: int):
 
 
 def _generate_prompt(task, item, lang: str) -> str:
-    text = task.prompt(item)
+    text = tasks.TASKS["mcq"].prompt(item) if task.cloze else task.prompt(item)
     if item.choice_labels == list(tasks.PUBMEDQA_LABELS):
         return text.removesuffix("Answer:").rstrip() + "\nAnswer yes, no or maybe."
     return text.removesuffix("Answer:").removesuffix("答案：").rstrip() + "\n" + GENERATE_INSTRUCTION[lang]

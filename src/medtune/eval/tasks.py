@@ -575,6 +575,11 @@ def _text_mcq(item: MCItem) -> str:
     return f"{context}Question: {item.question}\nChoices:\n{_lettered(item)}Answer:"
 
 
+def _text_mcq_cloze(item: MCItem) -> str:
+    context = f"Context: {item.context}\n" if item.context else ""
+    return f"{context}Question: {item.question}\nAnswer:"
+
+
 def _description_mmlu(item: MCItem) -> str:
     return f"The following are multiple choice questions (with answers) about {item.subject.replace('_', ' ')}.\n\n"
 
@@ -604,13 +609,17 @@ class Task:
     settings: tuple[str, ...] = ("reasoning_required",)
     is_folder: bool = False  # the task reads a folder of per-subject files
     subjects: tuple[str, ...] = field(default=())
+    cloze: bool = False  # score each option's text (not its letter) after a prompt that lists no options
 
     def prompt(self, item: MCItem) -> str:
         """The zero-shot context the choices are scored after (no trailing space)."""
         return self.description(item) + self.text(item)
 
     def continuations(self, item: MCItem) -> list[str]:
-        """Each choice's continuation, with the harness's target delimiter (one space): [" A", " B", ...]."""
+        """Each choice's continuation, with the harness's target delimiter (one space): [" A", " B", ...]; for
+        a cloze task the option texts themselves: [" Metformin", " Insulin", ...]."""
+        if self.cloze:
+            return [" " + text for text in item.choices]
         return [" " + label for label in item.choice_labels]
 
     def few_shot_prompt(self, shots: list[MCItem], item: MCItem) -> str:
@@ -643,6 +652,8 @@ TASKS: dict[str, Task] = {
              subjects=CMMLU_MEDICAL),
         Task("mcq", "medtune's generic multiple-choice JSONL", load_mcq, _text_mcq,
              folder="mcq", files=("test.jsonl",), glob="*.jsonl"),
+        Task("mcq_cloze", "the same file scored as a cloze: the option texts after the question", load_mcq,
+             _text_mcq_cloze, folder="mcq", files=("test.jsonl",), glob="*.jsonl", cloze=True),
     )
 }
 
