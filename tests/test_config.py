@@ -71,3 +71,12 @@ def test_every_shipped_recipe_loads():
         cfg = load_config(cls, p)
         if "../shared" not in p.read_text(encoding="utf-8") or SHARED.is_dir():
             module.validate(cfg)  # every data file it names is there and reads cleanly
+
+
+def test_a_section_given_in_part_keeps_the_stages_own_defaults():
+    from medtune.stages import dpo, ppo
+
+    cfg = load_config(dpo.DPOConfig, None, ["train.max_steps=5"])
+    assert cfg.train.max_steps == 5 and cfg.train.learning_rate == 5e-5  # dpo's default, not TrainConfig's 2e-4
+    assert load_config(dpo.DPOConfig, None, ["train.learning_rate=1e-3"]).train.learning_rate == 1e-3
+    assert load_config(ppo.PPOConfig, None, ["sampling.top_p=0.9"]).sampling.max_new_tokens == 64

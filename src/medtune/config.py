@@ -143,6 +143,11 @@ def from_dict(cls, data: dict, where: str = "config"):
         path = f"{where}.{key}" if where != "config" else key
         if key not in fields:
             raise _error(path, f"unknown key '{path}'", _closest(key, fields), key_in_message=True)
+        factory = fields[key].default_factory
+        if isinstance(value, dict) and factory is not dataclasses.MISSING and dataclasses.is_dataclass(hints[key]):
+            # a section given in part keeps the stage's own defaults for the rest (dpo's train.learning_rate
+            # is 5e-5, not TrainConfig's 2e-4): start from the default instance, then apply what was given
+            value = merge(dataclasses.asdict(factory()), value)
         kwargs[key] = _coerce(value, hints[key], path)
         rule = fields[key].metadata.get("check")
         if rule and not rule[0](kwargs[key]):

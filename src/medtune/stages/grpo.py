@@ -49,7 +49,7 @@ from medtune.data import formats, preference, templates
 from medtune.errors import ConfigError, DataError, MedtuneError
 from medtune.eval import tasks
 from medtune.models import LoraConfig, ModelConfig
-from medtune.stages.sft import TrainConfig, bf16_wanted, split_validation
+from medtune.stages.sft import SCHEDULERS, TrainConfig, bf16_wanted, split_validation
 
 REWARDS = ("mcq", "format", "keyword", "rm")
 DEFAULT_WEIGHTS = {"mcq": 1.0, "format": 0.2, "keyword": 1.0, "rm": 1.0}
@@ -87,6 +87,17 @@ class PromptData:
     system_prompt: str = ""
 
 
+@dataclass
+class GRPOTrainConfig(TrainConfig):
+    """Optimisation, as in sft (docs/sft.md), with defaults for RL with LoRA: learning_rate 1e-5, a constant rate
+    after warmup, batch_size 8 (answers, not prompts: 2 prompts x 4 answers), a log line every 5 steps."""
+
+    learning_rate: float = field(default=1e-5, metadata=above(0))
+    batch_size: int = field(default=8, metadata=at_least(1))
+    scheduler: str = field(default="constant_with_warmup", metadata=one_of(*SCHEDULERS))
+    logging_steps: int = field(default=5, metadata=at_least(1))
+
+
 def _rewards_ok(value) -> bool:
     return len(value) > 0 and len(set(value)) == len(value) and all(r in REWARDS for r in value)
 
@@ -118,8 +129,7 @@ class GRPOConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: PromptData = field(default_factory=PromptData)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-5, batch_size=8, logging_steps=5,
-                                                                   scheduler="constant_with_warmup"))
+    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     rewards: list[str] = field(default_factory=lambda: ["mcq", "format"], metadata=check(
         _rewards_ok, "a list of different rewards from: " + ", ".join(REWARDS)))
     reward_weights: list[float] = field(default_factory=list)
@@ -155,7 +165,8 @@ def check_settings(cfg: GRPOConfig) -> None:
     if generated % cfg.num_generations:
         raise ConfigError(f"train.batch_size * train.grad_accum = {generated} answers per step is not a multiple of "
                           f"num_generations={cfg.num_generations}", where="train.batch_size",
-                          hint="train.batch_size counts answers: make it (times grad_accum) a multiple of num_generations")
+                          hint="train.batch_size counts answers: make it (times grad_accum) a multiple of "
+                               "num_generations")
     if cfg.reward_weights and len(cfg.reward_weights) != len(cfg.rewards):
         raise ConfigError(f"{len(cfg.reward_weights)} reward_weights for {len(cfg.rewards)} rewards",
                           where="reward_weights", hint="give one weight per reward, in the order of `rewards`")
@@ -219,14 +230,16 @@ def _where(source: str) -> tuple[str, int | None]:
 
 
 def _record_fields(rec: dict, needs: set[str]) -> dict:
-    """answer / labels / options / keywords of one prompt-file record, checked for the rewards in `needs`."""
+    """answer / option_labels / options / keywords of one prompt-file record, checked for the rewards in
+    `needs` (the gold answer becomes its option label: "C", or "yes" for yes/no/maybe questions)."""
     path, line = _where(rec["source"])
     labels, options = LETTER_LABELS, []
     if rec.get("options") is not None:
         value = rec["options"]
         if isinstance(value, list):
             if not 2 <= len(value) <= len(LETTER_LABELS) or not all(isinstance(o, str) for o in value):
-                raise DataError(path, line, "options", "must be 2 to 10 option texts", 'write "options": ["...", "..."]')
+                raise DataError(path, line, "options", "must be 2 to 10 option texts",
+                                'write "options": ["...", "..."]')
             labels, options = LETTER_LABELS[: len(value)], list(value)
         else:
             labels, options = tasks._lettered_options(path, line, value)
@@ -243,7 +256,7 @@ def _record_fields(rec: dict, needs: set[str]) -> dict:
         answer = answer.strip()
         if not options and answer.lower() in tasks.PUBMEDQA_LABELS:
             labels, options, answer = list(tasks.PUBMEDQA_LABELS), list(tasks.PUBMEDQA_LABELS), answer.lower()
-        elif not options:
+        elif answer.upper() in labels:  # "c" for option C
             answer = answer.upper()
         if answer not in labels:
             raise DataError(path, line, "answer", f"{answer!r} is not among the options {', '.join(labels)}",
@@ -253,13 +266,14 @@ def _record_fields(rec: dict, needs: set[str]) -> dict:
     keywords = rec.get("keywords")
     if keywords is not None:
         keywords = [keywords] if isinstance(keywords, str) else keywords
-        if not isinstance(keywords, list) or not keywords or not all(isinstance(k, str) and k.strip() for k in keywords):
+        if not isinstance(keywords, list) or not keywords or not all(isinstance(k, str) and k.strip()
+                                                                     for k in keywords):
             raise DataError(path, line, "keywords", "must be a non-empty string or a list of them",
                             'write "keywords": ["ambulance", "emergency"]')
     elif "keyword" in needs:
         raise DataError(path, line, "keywords", "missing",
                         'the keyword reward needs "keywords": ["..."] (any one of them in the answer scores 1)')
-    return {"answer": answer or "", "labels": list(labels), "options": options, "keywords": list(keywords or [])}
+    return {"answer": answer or "", "option_labels": list(labels), "options": options, "keywords": list(keywords or [])}
 
 
 def _fingerprints(path: str, records: int) -> list[dict]:
@@ -271,7 +285,7 @@ def _fingerprints(path: str, records: int) -> list[dict]:
 
 def read_prompts(cfg: GRPOConfig) -> tuple[list[dict], list[dict]]:
     """Every prompt, checked for the rewards in use, before any model loads. Returns (rows, fingerprints);
-    a row is {"prompt": [messages], "answer", "labels", "options", "keywords", "source"}."""
+    a row is {"prompt": [messages], "answer", "option_labels", "options", "keywords", "source"}."""
     from medtune.data import resolve_path
 
     needs = set(cfg.rewards)
@@ -291,7 +305,7 @@ def read_prompts(cfg: GRPOConfig) -> tuple[list[dict], list[dict]]:
             items = items[: d.max_samples]
         for it in items:
             rows.append({"prompt": [{"role": "user", "content": mcq_prompt(d.task, it)}],
-                         "answer": it.choice_labels[it.answer], "labels": list(it.choice_labels),
+                         "answer": it.choice_labels[it.answer], "option_labels": list(it.choice_labels),
                          "options": list(it.choices), "keywords": [], "source": it.source})
         fingerprints += _fingerprints(path, len(items))
     else:
@@ -339,7 +353,8 @@ def fit_prompts(rows: list[dict], tokenizer, fmt, max_length: int, stats: dict) 
 # ------------------------------------------------------------------------------------------ rewards
 
 # "Answer: C", "answer:(C)", "ANSWER：yes", "答案：C", "答案: C" -- the label must stand alone (not "Answer: Cough")
-FORMAT_PATTERN = re.compile(r"(?:(?<![A-Za-z])answer|答案)\s*[:：]\s*[\(\[（]?\s*([A-Za-z]+)(?![A-Za-z0-9])", re.IGNORECASE)
+FORMAT_PATTERN = re.compile(r"(?:(?<![A-Za-z])answer|答案)\s*[:：]\s*[\(\[（]?\s*([A-Za-z]+)(?![A-Za-z0-9])",
+                            re.IGNORECASE)
 
 
 def completion_text(completion) -> str:
@@ -360,10 +375,11 @@ def mcq_score(text: str, answer: str, labels: list[str], options: list[str]) -> 
 
 
 def format_score(text: str, labels: list[str]) -> float:
-    """1.0 if `text` states exactly one of `labels` as "Answer: X" / "答案：X" (once or repeated), else 0.0."""
-    upper = {lab.upper(): lab for lab in labels}
-    stated = {m.group(1).upper() for m in FORMAT_PATTERN.finditer(text)}
-    return 1.0 if len(stated) == 1 and next(iter(stated)) in upper else 0.0
+    """1.0 if `text` states exactly one of `labels` as "Answer: X" / "答案：X" (once or repeated), else 0.0.
+    Words after "Answer:" that are not labels ("Answer: Cough") are no statement."""
+    upper = {lab.upper() for lab in labels}
+    stated = {m.group(1).upper() for m in FORMAT_PATTERN.finditer(text)} & upper
+    return 1.0 if len(stated) == 1 else 0.0
 
 
 def keyword_score(text: str, keywords: list[str]) -> float:
@@ -377,12 +393,14 @@ class Reward:
     dataset column by name (lists, one item per answer); returns one float per answer. `__name__` is the
     name TRL logs it under (rewards/<name>/mean)."""
 
-    def __init__(self, name: str, score):
-        self.__name__, self.score = name, score
+    def __init__(self, name: str):
+        if name not in ("mcq", "format", "keyword"):
+            raise ValueError(f"not a rule reward: {name}")
+        self.__name__ = name
 
-    def __call__(self, prompts, completions, answer=None, labels=None, options=None, keywords=None, **_):
+    def __call__(self, prompts, completions, answer=None, option_labels=None, options=None, keywords=None, **_):
         n = len(completions)
-        answer, labels = answer or [""] * n, labels or [LETTER_LABELS] * n
+        answer, labels = answer or [""] * n, option_labels or [LETTER_LABELS] * n
         options, keywords = options or [[]] * n, keywords or [[]] * n
         texts = [completion_text(c) for c in completions]
         if self.__name__ == "mcq":
@@ -421,7 +439,7 @@ class RMReward:
         for k, (prompt, answer) in enumerate(zip(prompts, answers)):
             prompt = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
             try:
-                p, a = preference.encode_pair(self.tokenizer, self.fmt, prompt, answer)
+                p, a = preference.encode_pair(self.tokenizer, self.fmt, prompt, answer if answer.strip() else " ")
             except MedtuneError:  # e.g. an answer holding medtune's reserved character: no score
                 continue
             seqs.append((p + a)[-self.max_length:])
@@ -440,7 +458,7 @@ class RMReward:
 def reward_functions(cfg: GRPOConfig, device: str) -> tuple[list, list[float]]:
     """The reward callables and their weights, in the order of cfg.rewards."""
     funcs = [RMReward(cfg.reward_model, device=device, normalize=cfg.rm_normalize) if name == "rm" else
-             Reward(name, None) for name in cfg.rewards]
+             Reward(name) for name in cfg.rewards]
     weights = list(cfg.reward_weights) or [DEFAULT_WEIGHTS[name] for name in cfg.rewards]
     return funcs, [float(w) for w in weights]
 
@@ -450,8 +468,8 @@ def reward_functions(cfg: GRPOConfig, device: str) -> tuple[list, list[float]]:
 
 def trl_rows(rows: list[dict]) -> list[dict]:
     """Rows in TRL's prompt-only conversational form; the other columns reach the rewards by name."""
-    return [{"prompt": r["prompt"], "answer": r["answer"], "labels": r["labels"], "options": r["options"],
-             "keywords": r["keywords"]} for r in rows]
+    return [{"prompt": r["prompt"], "answer": r["answer"], "option_labels": r["option_labels"],
+             "options": r["options"], "keywords": r["keywords"]} for r in rows]
 
 
 def trl_trainer(cfg: GRPOConfig, model, tokenizer, train_rows, val_rows, run_dir: Path, reward_funcs, weights,
@@ -499,6 +517,7 @@ def trl_trainer(cfg: GRPOConfig, model, tokenizer, train_rows, val_rows, run_dir
     return GRPOTrainer(args=args, **kwargs)
 
 
+EVAL_KEYS = ("eval_reward", "eval_reward_std", "eval_kl", "eval_entropy", "eval_completions/mean_length")
 HISTORY_KEYS = ("step", "loss", "reward", "reward_std", "kl", "entropy", "completions/mean_length",
                 "completions/clipped_ratio", "frac_reward_zero_std", "learning_rate", "grad_norm")
 
@@ -511,10 +530,14 @@ def history_of(log_history: list[dict], reward_names: list[str]) -> list[dict]:
         if "reward" in h:
             out.append({k: h[k] for k in keys if k in h})
         elif "eval_reward" in h:
-            out.append({k: h[k] for k in ("step", "eval_reward", "eval_reward_std", "eval_kl") if k in h}
-                       | {f"eval_rewards/{n}/mean": h[f"eval_rewards/{n}/mean"] for n in reward_names
-                          if f"eval_rewards/{n}/mean" in h})
+            out.append({"step": h.get("step"), **eval_figures(h, reward_names)})
     return out
+
+
+def eval_figures(metrics: dict, reward_names: list[str]) -> dict:
+    """The held-out figures of one TRL evaluation: mean reward (and per reward), KL, entropy, answer length."""
+    keys = EVAL_KEYS + tuple(f"eval_rewards/{n}/mean" for n in reward_names)
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def summary_metrics(history: list[dict], reward_names: list[str]) -> dict:
@@ -600,7 +623,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     before = (previous or {}).get("heldout_before")
     try:
         if val_rows and before is None:  # the starting policy's mean reward on the held-out prompts
-            before = {k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
+            before = eval_figures(trainer.evaluate(), cfg.rewards)
             manifest["heldout_before"] = before
             runs.write_manifest(run_dir, manifest)
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -613,8 +636,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     metrics.update(train_loss=result.training_loss, steps=result.global_step)
     metrics.update(summary_metrics(history, cfg.rewards))
     if val_rows:
-        after = {k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
-        metrics.update(after)
+        metrics.update(eval_figures(trainer.evaluate(), cfg.rewards))
         if before and "eval_reward" in before:
             metrics["eval_reward_before"] = before["eval_reward"]
     metrics["train_runtime_s"] = round(time.time() - started, 1)
