@@ -91,9 +91,13 @@ def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:
 
 
 def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
-    """Check `output_dir`, then empty it (overwrite) and create it. Call once the inputs are known to be good."""
-    check_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    """Check `output_dir`, then empty it (overwrite) and create it. Call once the inputs are known to be good.
+    In a distributed launch only rank 0 checks and empties the folder; the others only make sure it exists."""
     out = Path(output_dir)
+    if not is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    check_output_dir(output_dir, resume=resume, overwrite=overwrite)
     if overwrite and out.exists() and not resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,9 +106,13 @@ def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
 
 def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None, Path | None]:
     """Check a training stage's output folder, touching nothing: returns (run folder, the manifest already
-    there or None, the checkpoint to resume from or None). An unfinished run needs resume or overwrite."""
-    check_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    there or None, the checkpoint to resume from or None). An unfinished run needs resume or overwrite.
+    In a distributed launch the checks are rank 0's: the others would otherwise find the manifest rank 0 has
+    just written and refuse it as an unfinished run."""
     run_dir = Path(output_dir)
+    if not is_main_process():
+        return run_dir, None if overwrite and not resume else read_manifest(run_dir), last_checkpoint(run_dir) if resume else None
+    check_output_dir(output_dir, resume=resume, overwrite=overwrite)
     previous = None if overwrite and not resume else read_manifest(run_dir)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if previous and previous.get("status") != "completed" and not resume and not overwrite:
