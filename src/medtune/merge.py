@@ -875,6 +875,8 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")
     p.add_argument("--limit", type=int, default=0, help="a seeded random sample of N items per task (0 = all)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--text-mode", default="line", choices=["line", "paragraph"],
+                   help="--general-text .txt files: one document per line (default) or per blank-line paragraph")
 
 
 def _eval_settings(ns):
@@ -887,7 +889,7 @@ def _eval_settings(ns):
             raise MedtuneError(f"--file {spec!r}: expected TASK=PATH", hint="e.g. --file mcq=data/exam.jsonl")
         files[task.strip()] = path.strip()
     return runner.EvalSettings(tasks=_names(ns.tasks), data_dir=ns.data_dir, files=files, limit=ns.limit,
-                               batch_size=ns.batch_size)
+                               batch_size=ns.batch_size, text_mode=getattr(ns, "text_mode", "line"))
 
 
 def _parser() -> argparse.ArgumentParser:
