@@ -359,6 +359,28 @@ def load_reward_model(run: str, *, device: str = "cpu", trust_remote_code: bool 
     return loaded
 
 
+def load_for_training(cfg: ModelConfig, method: str, seed: int, *, device: str | None = None, template: bool = True):
+    """What every training stage does first: refuse QLoRA without a GPU, seed (before any LoRA matrix is
+    drawn, so the same recipe gives the same run), load model + tokenizer, and install the chat template
+    (resizing the embeddings for control tokens it adds). Returns (Loaded, ChatFormat or None)."""
+    import torch
+    from transformers import set_seed
+
+    from medtune.data import templates
+
+    if method == "qlora" and not torch.cuda.is_available():
+        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    set_seed(seed)
+    loaded = load(cfg, device=device, quantize_4bit=method == "qlora")
+    fmt = None
+    if template:
+        fmt = templates.resolve_format(loaded.tokenizer, cfg.template)
+        if templates.install_format(loaded.tokenizer, fmt):
+            loaded.model.resize_token_embeddings(len(loaded.tokenizer))
+    return loaded, fmt
+
+
 def _bnb_4bit(dtype):
     import torch
 

@@ -121,6 +121,35 @@ def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | No
     return run_dir, previous, checkpoint
 
 
+def refuse_changed_data(run_dir, previous: dict | None, checkpoint, fingerprints) -> None:
+    """A run resumes only on the data it started with (same files, sizes and hashes)."""
+    if checkpoint is not None and previous and previous.get("data") != fingerprints:
+        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
+                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true to start again")
+
+
+def model_record(model_cfg, loaded, template: str | None) -> dict:
+    """The manifest's `model` block: what was asked for, the folder the new weights apply to (the last run of
+    the chain, or the base), the original base, and the chat template trained with."""
+    return {"spec": model_cfg.name_or_path, "weights": loaded.chain[-1] if loaded.chain else loaded.base,
+            "base": loaded.base, "template": template}
+
+
+def train(trainer, run_dir, manifest: dict, checkpoint, started: float) -> dict:
+    """`trainer.train()`, from `checkpoint` when resuming; any failure (an error, Ctrl-C) is recorded in the
+    manifest as `failed` before it propagates. Returns {train_loss, steps, train_runtime_s}."""
+    import time
+
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        manifest["status"] = "failed"
+        write_manifest(run_dir, manifest)
+        raise
+    return {"train_loss": result.training_loss, "steps": result.global_step,
+            "train_runtime_s": round(time.time() - started, 1)}
+
+
 def last_checkpoint(run_dir) -> Path | None:
     """The newest complete `checkpoint-N` folder (a checkpoint is complete once trainer_state.json exists)."""
     ckpts = []

@@ -32,7 +32,7 @@ from typing import ClassVar, Literal
 
 from medtune import runs
 from medtune.config import above, check
-from medtune.data import preference, templates
+from medtune.data import preference
 from medtune.data.preference import PreferenceData
 from medtune.errors import MedtuneError
 from medtune.models import LoraConfig, ModelConfig
@@ -219,7 +219,6 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
 def run(cfg: DPOConfig, callbacks=None) -> Path:
     """Tune a policy on preference pairs per `cfg`; returns the run folder."""
     import torch
-    from transformers import set_seed
 
     from medtune import models
 
@@ -231,16 +230,9 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
         raise MedtuneError(f"loss {cfg.loss} has no reference model, so precompute_ref does not apply",
                            where="precompute_ref", hint="drop precompute_ref, or use loss dpo, ipo or hinge")
     pairs, fingerprints, stats = preference.read_pair_files(cfg.data)
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
-                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    set_seed(cfg.train.seed)
-    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
+    loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
-    fmt = templates.resolve_format(tokenizer, cfg.model.template)
-    if templates.install_format(tokenizer, fmt):
-        model.resize_token_embeddings(len(tokenizer))
 
     stats["pairs"] = len(pairs)
     encoded = encode(pairs, tokenizer, fmt, cfg.data.max_length, stats)
@@ -261,8 +253,7 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
         "created": (previous or {}).get("created", runs.now()),
         "adapter": cfg.lora.method != "full",
         "loss": cfg.loss,
-        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
-                  "base": loaded.base, "template": fmt.name},
+        "model": runs.model_record(cfg.model, loaded, fmt.name),
         "config": runs.to_plain(cfg),
         "data": fingerprints,
         "data_stats": stats,
@@ -276,15 +267,7 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
                           trl_rows(val_enc, tokenizer, cfg.loss), run_dir, callbacks)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     manifest["parameters"] = {"trainable": trainable, "total": sum(p.numel() for p in trainer.model.parameters())}
-    try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except BaseException:
-        manifest["status"] = "failed"
-        runs.write_manifest(run_dir, manifest)
-        raise
-
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
-               "train_runtime_s": round(time.time() - started, 1)}
+    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
     if val_enc:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
         metrics.update(margin_metrics(before, margins(trainer.model, val_enc, pad_id, cfg.train.batch_size)))

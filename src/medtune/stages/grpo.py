@@ -563,7 +563,6 @@ def summary_metrics(history: list[dict], reward_names: list[str]) -> dict:
 def run(cfg: GRPOConfig, callbacks=None) -> Path:
     """Tune a policy on rewards per `cfg`; returns the run folder."""
     import torch
-    from transformers import set_seed
 
     from medtune import models
 
@@ -573,16 +572,9 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
         raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     check_settings(cfg)
     rows, fingerprints = read_prompts(cfg)
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
-                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    set_seed(cfg.train.seed)
-    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
+    loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
-    fmt = templates.resolve_format(tokenizer, cfg.model.template)
-    if templates.install_format(tokenizer, fmt):
-        model.resize_token_embeddings(len(tokenizer))
     # an answer ends at the template's end-of-turn token (TRL stops at every id the generation config names)
     model.generation_config.eos_token_id = templates.generation_stop_ids(tokenizer, fmt)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # prompts are left-padded to generate
@@ -595,7 +587,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     stats.update(train_prompts=len(train_rows), val_prompts=len(val_rows))
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
-    reward_funcs, weights = reward_functions(cfg, device)
+    reward_funcs, weights = reward_functions(cfg, "cuda" if torch.cuda.is_available() else "cpu")
     rm_info = next((f.info for f in reward_funcs if isinstance(f, RMReward)), None)
     manifest = {
         "stage": "grpo",
@@ -603,8 +595,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
         "created": (previous or {}).get("created", runs.now()),
         "adapter": cfg.lora.method != "full",
         "advantage": cfg.advantage,
-        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
-                  "base": loaded.base, "template": fmt.name},
+        "model": runs.model_record(cfg.model, loaded, fmt.name),
         "config": runs.to_plain(cfg),
         "data": fingerprints,
         "data_stats": stats,

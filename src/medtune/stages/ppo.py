@@ -403,19 +403,13 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
     prompts, fingerprints = read_prompts(cfg)
     rm_manifest = check_reward_model(cfg.reward_model)
     checkpoint = last_checkpoint(run_dir) if cfg.resume else None
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
-                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true")
+    runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="bf16" if bf16_wanted(t.bf16) else "no")
     device = accelerator.device
-    set_seed(t.seed)
-    loaded = models.load(cfg.model, device=str(device))
+    loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, t.seed, device=str(device))
     policy, tokenizer = loaded.model, loaded.tokenizer
-    fmt = templates.resolve_format(tokenizer, cfg.model.template)
-    if templates.install_format(tokenizer, fmt):
-        policy.resize_token_embeddings(len(tokenizer))
     stop_ids = templates.generation_stop_ids(tokenizer, fmt)
     rm = models.load_reward_model(cfg.reward_model, device=str(device))
     rm_fmt = templates.resolve_format(rm.tokenizer, rm_manifest.get("model", {}).get("template") or "auto")
@@ -452,8 +446,7 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
         "status": "running",
         "created": (previous or {}).get("created", runs.now()),
         "adapter": True,
-        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
-                  "base": loaded.base, "template": fmt.name},
+        "model": runs.model_record(cfg.model, loaded, fmt.name),
         "reward_model": {"path": str(Path(cfg.reward_model).resolve()), "reward_stats": rm_manifest.get("reward_stats")},
         "config": runs.to_plain(cfg),
         "data": fingerprints,

@@ -334,7 +334,6 @@ def extend_vocabulary(cfg: PTConfig, sources: list[Source], model, tokenizer) ->
 def run(cfg: PTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     import torch
-    from transformers import set_seed
 
     from medtune import models
 
@@ -345,12 +344,8 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
 
     sources = plan_sources(cfg.data)
     fingerprints = check_data(cfg, sources)
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
-                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    set_seed(cfg.train.seed)
-    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
+    loaded, _ = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed, template=False)
     model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer.eos_token_id is None:
         raise MedtuneError("the tokenizer has no EOS token to separate documents", where=cfg.model.name_or_path)
@@ -376,8 +371,7 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
         "status": "running",
         "created": (previous or {}).get("created", runs.now()),
         "adapter": cfg.lora.method != "full",
-        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
-                  "base": loaded.base, "template": None},
+        "model": runs.model_record(cfg.model, loaded, None),
         "config": runs.to_plain(cfg),
         "data": fingerprints,
         "data_stats": corpus.stats,
@@ -400,15 +394,7 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
         data_collator=collator,
         callbacks=list(callbacks or []),
     )
-    try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except BaseException:
-        manifest["status"] = "failed"
-        runs.write_manifest(run_dir, manifest)
-        raise
-
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
-               "train_runtime_s": round(time.time() - started, 1)}
+    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
     if corpus.val_rows:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
         metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))

@@ -169,23 +169,15 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
     """Train a reward model per `cfg`; returns the run folder."""
     import torch
     from safetensors.torch import save_file
-    from transformers import set_seed
 
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.lora.method == "qlora" and not torch.cuda.is_available():
         raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     pairs, fingerprints, stats = preference.read_pair_files(cfg.data)
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError("the data changed since this run started, so it cannot resume where it stopped",
-                           where=str(run_dir), hint="restore the original data files, or pass overwrite=true")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    set_seed(cfg.train.seed)
-    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
+    loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
-    fmt = templates.resolve_format(tokenizer, cfg.model.template)
-    if templates.install_format(tokenizer, fmt):
-        model.resize_token_embeddings(len(tokenizer))
 
     stats["pairs"] = len(pairs)
     rows = encode_pairs(pairs, tokenizer, fmt, cfg.data.max_length, stats)
@@ -206,8 +198,7 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
         "created": (previous or {}).get("created", runs.now()),
         "adapter": cfg.lora.method != "full",
         "reward_head": {"file": models.REWARD_HEAD_FILE, "read_at": "last token of prompt + answer"},
-        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
-                  "base": loaded.base, "template": fmt.name},
+        "model": runs.model_record(cfg.model, loaded, fmt.name),
         "config": runs.to_plain(cfg),
         "data": fingerprints,
         "data_stats": stats,
@@ -228,15 +219,7 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
         margin=cfg.margin, centering=cfg.centering, pair_collator=collator,
     )
     before = trainer.evaluate() if val_rows and not trainer.args.eval_on_start and checkpoint is None else None
-    try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except BaseException:
-        manifest["status"] = "failed"
-        runs.write_manifest(run_dir, manifest)
-        raise
-
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
-               "train_runtime_s": round(time.time() - started, 1)}
+    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
     history = [h for h in trainer.state.log_history if "loss" in h or "eval_accuracy" in h]
     evals = [h for h in history if "eval_accuracy" in h]
     if val_rows:

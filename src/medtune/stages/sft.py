@@ -332,30 +332,16 @@ def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
 
 def run(cfg: SFTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
-    import torch
-    from transformers import Trainer, set_seed
+    from transformers import Trainer
 
     from medtune import models
 
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-
-    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
-        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     groups, fingerprints = read_data(cfg)
-    if checkpoint is not None and previous and previous.get("data") != fingerprints:
-        raise MedtuneError(
-            "the data changed since this run started, so it cannot resume where it stopped",
-            where=str(run_dir),
-            hint="restore the original data files, or pass overwrite=true to start again",
-        )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    set_seed(cfg.train.seed)  # before the LoRA matrices are drawn: the same recipe gives the same run
-    loaded = models.load(cfg.model, device=device, quantize_4bit=cfg.lora.method == "qlora")
+    runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
+    loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
-    fmt = templates.resolve_format(tokenizer, cfg.model.template)
-    if templates.install_format(tokenizer, fmt):
-        model.resize_token_embeddings(len(tokenizer))
 
     train_ex, val_ex, stats = prepare_examples(cfg, groups, tokenizer, fmt)
     # only now, with model and data known good, empty (overwrite=true) and create the run folder
@@ -380,8 +366,7 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
         "status": "running",
         "created": (previous or {}).get("created", runs.now()),
         "adapter": cfg.lora.method != "full",
-        "model": {"spec": cfg.model.name_or_path, "weights": loaded.base if not loaded.chain else loaded.chain[-1],
-                  "base": loaded.base, "template": fmt.name},
+        "model": runs.model_record(cfg.model, loaded, fmt.name),
         "config": resolved,
         "data": fingerprints,
         "data_stats": stats,
@@ -402,15 +387,7 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
         data_collator=collator,
         callbacks=list(callbacks or []),
     )
-    try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except BaseException:
-        manifest["status"] = "failed"
-        runs.write_manifest(run_dir, manifest)
-        raise
-
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
-               "train_runtime_s": round(time.time() - started, 1)}
+    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
     if val_rows:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k == "eval_loss"})
         metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
