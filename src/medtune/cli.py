@@ -208,6 +208,8 @@ def cmd_pipeline(ns) -> int:
 def cmd_runs(ns) -> int:
     from medtune import runs
 
+    if not os.path.isdir(ns.dir):
+        raise MedtuneError("no such folder", where=ns.dir, hint="pass the folder that holds your runs (default runs/)")
     print(runs.format_runs(runs.list_runs(ns.dir)))
     return 0
 
