@@ -315,6 +315,19 @@ def sequence_rewards(model, input_ids, attention_mask):
     return head(picked.float()).squeeze(-1)
 
 
+def pad_right(seqs: list[list[int]], pad_id: int):
+    """Token sequences as (input_ids, attention_mask) tensors, right-padded to the longest."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, s in enumerate(seqs):
+        ids[j, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[j, : len(s)] = 1
+    return ids, mask
+
+
 def score_sequences(model, seqs: list[list[int]], pad_id: int, batch_size: int = 8) -> list[float]:
     """The reward of each token sequence (prompt + answer), in order; batches are right-padded."""
     import torch
@@ -326,13 +339,7 @@ def score_sequences(model, seqs: list[list[int]], pad_id: int, batch_size: int =
     try:
         with torch.no_grad():
             for i in range(0, len(seqs), batch_size):
-                chunk = seqs[i: i + batch_size]
-                width = max(len(s) for s in chunk)
-                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for j, s in enumerate(chunk):
-                    ids[j, : len(s)] = torch.tensor(s)
-                    mask[j, : len(s)] = 1
+                ids, mask = pad_right(seqs[i: i + batch_size], pad_id)
                 out += sequence_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()
     finally:
         model.train(was_training)

@@ -77,6 +77,19 @@ def _prompt_turns(path, line, turns: list[tuple], container: str) -> list[dict]:
     return messages
 
 
+def _prompt_field(path, line, record: dict) -> list[dict]:
+    """The `prompt` key: a string (one user turn) or a list of messages ending with a user turn."""
+    value = record["prompt"]
+    if isinstance(value, str):
+        turns = [("user", value, "prompt", "prompt")]
+    elif isinstance(value, list):
+        turns = _messages(path, line, value, "prompt")
+    else:
+        raise DataError(path, line, "prompt", f"must be a string or a list of messages, got {_json_type(value)}",
+                        'write "prompt": "..." or "prompt": [{"role": "user", "content": "..."}]')
+    return _prompt_turns(path, line, turns, "prompt")
+
+
 def _read(path, line, record: dict, shape: str) -> dict:
     if shape == "medicalgpt":
         record_turns = formats._turns_sharegpt(path, line, record)
@@ -92,15 +105,7 @@ def _read(path, line, record: dict, shape: str) -> dict:
         chosen = _answer(path, line, record, "response_chosen")
         rejected = _answer(path, line, record, "response_rejected")
     elif shape == "prompt":
-        value = record["prompt"]
-        if isinstance(value, str):
-            turns = [("user", value, "prompt", "prompt")]
-        elif isinstance(value, list):
-            turns = _messages(path, line, value, "prompt")
-        else:
-            raise DataError(path, line, "prompt", f"must be a string or a list of messages, got {_json_type(value)}",
-                            _HINT_SHAPE)
-        prompt = _prompt_turns(path, line, turns, "prompt")
+        prompt = _prompt_field(path, line, record)
         chosen, rejected = _answer(path, line, record, "chosen"), _answer(path, line, record, "rejected")
     else:  # implicit: two whole conversations with a shared prompt
         example = '"chosen": [{"role": "user", ...}, {"role": "assistant", ...}]'
@@ -165,16 +170,8 @@ def load_prompts(path) -> list[dict]:
             out.append({"prompt": pair["prompt"], "source": pair["source"]})
             continue
         if shape == "prompt":  # prompt-only records, e.g. {"prompt": "...", "answer": "C"}
-            value = record["prompt"]
-            if isinstance(value, str):
-                turns = [("user", value, "prompt", "prompt")]
-            elif isinstance(value, list):
-                turns = _messages(path, line, value, "prompt")
-            else:
-                raise DataError(path, line, "prompt", f"must be a string or a list of messages, got {_json_type(value)}",
-                                'write "prompt": "..." or "prompt": [{"role": "user", "content": "..."}]')
             extra = {k: v for k, v in record.items() if k != "prompt"}
-            out.append({"prompt": _prompt_turns(path, line, turns, "prompt"), "source": f"{path}:{line}", **extra})
+            out.append({"prompt": _prompt_field(path, line, record), "source": f"{path}:{line}", **extra})
             continue
         raise DataError(path, line, None, "not a prompt record",
                         'write {"prompt": "..."} (other keys such as "answer" are passed to the reward) or a preference pair')

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from medtune import runs
+from medtune import models, runs
 from medtune.config import above, check
 from medtune.data import preference
 from medtune.data.preference import PreferenceData
@@ -124,12 +124,7 @@ def answer_logps(model, encoded: list[dict], key: str, pad_id: int, batch_size: 
         with torch.no_grad():
             for i in range(0, len(encoded), batch_size):
                 chunk = encoded[i: i + batch_size]
-                seqs = [e["prompt_ids"] + e[key] for e in chunk]
-                width = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(seqs), width), dtype=torch.long)
-                for j, s in enumerate(seqs):
-                    ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
+                ids, mask = models.pad_right([e["prompt_ids"] + e[key] for e in chunk], pad_id)
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
                 logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
                 for j, e in enumerate(chunk):
@@ -168,8 +163,6 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
     """The TRL trainer for `cfg.loss`, its arguments mapped from our recipe."""
     import torch
     from datasets import Dataset
-
-    from medtune import models
 
     t = cfg.train
     eval_steps = t.eval_steps if val_rows and t.eval_steps > 0 else None
@@ -219,8 +212,6 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
 def run(cfg: DPOConfig, callbacks=None) -> Path:
     """Tune a policy on preference pairs per `cfg`; returns the run folder."""
     import torch
-
-    from medtune import models
 
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)

@@ -86,15 +86,7 @@ class PairCollator:
         self.pad_id = pad_id
 
     def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        seqs = [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
+        ids, mask = models.pad_right([r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], self.pad_id)
         return {"input_ids": ids, "attention_mask": mask}
 
 
