@@ -71,14 +71,14 @@ def test_exam_keys_are_distinct_across_conditions(conditions):
 
 def test_shipped_files_are_up_to_date():
     fresh = demo_data.render_files(0)
-    assert set(fresh) == {"sft.jsonl", "exam.jsonl", "pt.txt", "preference.jsonl"}
+    assert set(fresh) == {"sft.jsonl", "exam.jsonl", "pt.txt", "preference.jsonl", "health_prompts.jsonl"}
     for name, text in fresh.items():
         shipped = (demo_data.demo_dir() / name).read_bytes()
         assert shipped == text.encode("utf-8"), f"{name} is stale: run python -m medtune.demo_data"
 
 
 def test_shipped_jsonl_parses():
-    for name in ("sft.jsonl", "exam.jsonl", "preference.jsonl"):
+    for name in ("sft.jsonl", "exam.jsonl", "preference.jsonl", "health_prompts.jsonl"):
         lines = (demo_data.demo_dir() / name).read_text(encoding="utf-8").splitlines()
         assert lines and all(json.loads(line) for line in lines)
         assert not any("\\u" in line for line in lines), "written with ensure_ascii=False"

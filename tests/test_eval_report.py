@@ -202,3 +202,27 @@ def test_missing_task_and_repeated_label(tmp_path):
     mean = next(line for line in text.splitlines() if "mean of 2 tasks" in line)
     assert "35.0%" in mean and "pp" not in mean  # no mean for the model missing a task
     assert "+20.0 pp" in text
+
+
+def test_answers_side_by_side_only_for_the_same_prompts(tmp_path):
+    """Health answers appear per prompt, one column per model, long ones cut, unfinished ones marked; models
+    asked different prompts get no answers table."""
+    def answered(label, texts, prompts=("Why sleep?", "Fever <at night>?")):
+        h = health(0.0)
+        h["responses"] = [{"prompt": p, "response": t, "stopped": not t.endswith("...")} for p, t in zip(prompts, texts)]
+        return result(label, {"pubmedqa": {"n": 10, "accuracy": 0.5}}, health=h)
+
+    long = "x" * (report.ANSWER_CHARS + 50)
+    a = write_json(tmp_path / "a" / "results.json", answered("base", ["Rest well.", "Loops loops..."])).parent
+    b = write_json(tmp_path / "b" / "results.json", answered("tuned", ["Sleep restores.", long])).parent
+    md = report.write_report([a, b], tmp_path / "out")["md"].read_text(encoding="utf-8")
+    answers = md.split("## Answers", 1)[1].split("## Training", 1)[0]
+    assert "| prompt | base | tuned |" in answers
+    assert "| Why sleep? | Rest well. | Sleep restores. |" in answers
+    assert "Loops loops... [hit the token limit]" in answers and "x" * report.ANSWER_CHARS + " …" in answers
+    assert "x" * (report.ANSWER_CHARS + 1) not in answers
+    assert "Fever &lt;at night&gt;?" in answers
+
+    c = write_json(tmp_path / "c" / "results.json", answered("other", ["A", "B"], prompts=("P1", "P2"))).parent
+    page = report.write_report([a, c], tmp_path / "out2")["html"].read_text(encoding="utf-8")
+    assert "<h2>Answers</h2>" not in page and "<h2>Generation health</h2>" in page

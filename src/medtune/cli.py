@@ -223,7 +223,7 @@ def cmd_merge(ns) -> int:
 def cmd_demo(ns) -> int:
     from medtune import demo
 
-    return demo.main(output_dir=ns.output_dir, steps=ns.max_steps)
+    return demo.main(output_dir=ns.output_dir, max_steps=ns.max_steps, resume=ns.resume, model=ns.model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,9 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output-dir", help="where results go (default runs/eval-<model name>)")
     e.set_defaults(func=cmd_eval)
 
-    dm = sub.add_parser("demo", help="fine-tune the embedded default on the demo data; show answers before and after")
-    dm.add_argument("--output-dir", default="runs/demo-sft")
-    dm.add_argument("--max-steps", type=int, default=None, help="cap training steps (default: the demo recipe's)")
+    dm = sub.add_parser("demo", help="the whole chain (PT, SFT, DPO, averaging, evaluation) on the embedded default, "
+                        "ending in a before/after table and an HTML report")
+    dm.add_argument("--output-dir", default="runs/demo")
+    dm.add_argument("--max-steps", type=int, default=None, help="cap every training step (default: the recipe's)")
+    dm.add_argument("--resume", action="store_true", help="continue an interrupted demo: skip finished steps")
+    dm.add_argument("--model", default="default", help="start from this model instead of the embedded default "
+                    "(a local folder, run folder or hub id)")
     dm.set_defaults(func=cmd_demo)
     return p
 

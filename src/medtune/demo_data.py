@@ -13,9 +13,10 @@ What a caller gets (all deterministic for a given seed, stdlib only):
 * :func:`exam_questions` - multiple-choice questions for evaluation.
 * :func:`pt_documents` - short encyclopedia-style paragraphs for pretraining.
 * :func:`preference_pairs` - ``{"prompt", "chosen", "rejected"}`` for DPO/RM.
+* :func:`health_prompts` - the held-out questions plus a few general ones, for the demo's health check.
 
 Run ``python -m medtune.demo_data`` to (re)write the shipped files
-``sft.jsonl``, ``exam.jsonl``, ``pt.txt`` and ``preference.jsonl`` next to the
+``sft.jsonl``, ``exam.jsonl``, ``pt.txt``, ``preference.jsonl`` and ``health_prompts.jsonl`` next to the
 table. The data is a toy for demonstrating the pipeline, not medical advice.
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 LANGS = ("en", "zh")
 EXAM_TYPES = ("diagnosis", "test", "treatment")
 SFT_FILE, EXAM_FILE, PT_FILE, PREFERENCE_FILE = "sft.jsonl", "exam.jsonl", "pt.txt", "preference.jsonl"
+HEALTH_FILE = "health_prompts.jsonl"
 
 # --------------------------------------------------------------------------- #
 # The table
@@ -490,6 +492,22 @@ def heldout_questions() -> list[dict]:
     ]
 
 
+GENERAL_PROMPTS = [
+    "Give me three tips for staying focused while studying.",
+    "What is the difference between weather and climate?",
+    "Write a short thank-you note to a colleague who helped me move house.",
+    "Explain what a spreadsheet is to someone who has never used one.",
+]
+
+
+def health_prompts() -> list[dict]:
+    """Prompts ``{"prompt", "kind", "lang"}`` for the demo's generation-health check: the six held-out
+    questions (kind ``medical``) and four general English requests (kind ``general``), so the check sees
+    both the domain the demo trains and the general chat it must not break."""
+    out = [{"prompt": q["question"], "kind": "medical", "lang": q["lang"]} for q in heldout_questions()]
+    return out + [{"prompt": p, "kind": "general", "lang": "en"} for p in GENERAL_PROMPTS]
+
+
 # --------------------------------------------------------------------------- #
 # Multiple-choice exam
 # --------------------------------------------------------------------------- #
@@ -680,6 +698,7 @@ def render_files(seed: int = 0) -> dict[str, str]:
         EXAM_FILE: _jsonl(exam_questions(seed)),
         PT_FILE: "".join(doc + "\n" for doc in pt_documents()),
         PREFERENCE_FILE: _jsonl(preference_pairs(seed)),
+        HEALTH_FILE: _jsonl(health_prompts()),
     }
 
 

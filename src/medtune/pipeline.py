@@ -32,8 +32,9 @@ _STEP_KEYS = {
     "training": {"name", "run", "recipe", "set", "model"},
     "average": {"name", "run", "base", "tuned", "alpha", "alpha_lower", "alpha_upper", "split_layer"},
     "merge_lora": {"name", "run", "model"},
-    "eval": {"name", "run", "models", "tasks", "files", "general_tasks", "general_text", "health", "health_langs",
-             "limit", "shots", "mode", "seed"},
+    "eval": {"name", "run", "models", "tasks", "files", "general_tasks", "general_text", "text_mode", "health",
+             "health_langs", "prompts", "health_max_new_tokens", "health_repetition_penalty", "limit", "shots",
+             "mode", "seed", "batch_size"},
 }
 
 
@@ -104,6 +105,10 @@ def _strings(value):
             yield from _strings(v)
 
 
+def _as_list(value) -> list:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
 def _resolve(value, folders: dict):
     """Replace "@name" by that step's folder, anywhere in `value`."""
     if isinstance(value, str) and value.startswith("@") and value[1:] in folders:
@@ -157,10 +162,13 @@ def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fre
 
         settings = runner.EvalSettings(
             tasks=list(opts.get("tasks") or []), general_tasks=list(opts.get("general_tasks") or []),
-            files=dict(opts.get("files") or {}), general_text=list(opts.get("general_text") or []),
-            health=bool(opts.get("health", False)), health_langs=list(opts.get("health_langs") or []),
+            files=dict(opts.get("files") or {}), general_text=_as_list(opts.get("general_text")),
+            text_mode=opts.get("text_mode", "line"), health=bool(opts.get("health", False)),
+            health_langs=_as_list(opts.get("health_langs")), prompts=opts.get("prompts"),
+            health_max_new_tokens=int(opts.get("health_max_new_tokens", 512)),
+            health_repetition_penalty=float(opts.get("health_repetition_penalty", 1.1)),
             limit=int(opts.get("limit") or 0), shots=int(opts.get("shots", 0)), mode=opts.get("mode", "loglik"),
-            seed=int(opts.get("seed", 0)),
+            seed=int(opts.get("seed", 0)), batch_size=int(opts.get("batch_size", 8)),
         )
         targets = opts.get("models") or [previous]
         done = []

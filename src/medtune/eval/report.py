@@ -642,6 +642,26 @@ def _md_block(block: _Block, labels: list[str], name_header: str) -> str:
     return "\n".join(out)
 
 
+ANSWER_CHARS = 1200
+
+
+def _answers_table(results: list[dict], labels: list[str]) -> tuple[list[str], list[list[str]]] | None:
+    """The health prompts with each model's greedy answer (cut at ANSWER_CHARS), when every model answered
+    the same prompts; a mark when an answer hit the token limit instead of ending its turn."""
+    sets = [((r.get("health") or {}).get("responses") or []) for r in results]
+    if not sets or not all(sets) or len({tuple(x.get("prompt") for x in s) for s in sets}) != 1:
+        return None
+    rows = []
+    for i, item in enumerate(sets[0]):
+        row = [str(item.get("prompt"))]
+        for s in sets:
+            text = str(s[i].get("response") or "")
+            text = text if len(text) <= ANSWER_CHARS else text[:ANSWER_CHARS] + " …"
+            row.append(text + ("" if s[i].get("stopped", True) else " [hit the token limit]"))
+        rows.append(row)
+    return ["prompt", *labels], rows
+
+
 def write_report(result_dirs: list, out_dir, *, title: str | None = None) -> dict:
     """Write out_dir/report.html (self-contained), out_dir/report.md and the PNG plots.
 
@@ -700,6 +720,12 @@ def write_report(result_dirs: list, out_dir, *, title: str | None = None) -> dic
     if health:
         h += ["<h2>Generation health</h2>", _html_block(health, labels, "check")]
         m += ["", "## Generation health", "", _md_block(health, labels, "check")]
+    answers = _answers_table(results, labels)
+    if answers:
+        note = "greedy answers to the health prompts, as generated for the health check"
+        h += ["<h2>Answers</h2>", f'<p class="note">{_e(note)}</p>', "<details open><summary>"
+              f"{len(answers[1])} prompts</summary>", _html_simple(*answers), "</details>"]
+        m += ["", "## Answers", "", f"*{_md(note)}*", "", _md_simple(*answers)]
     if runs:
         h += ["<h2>Training</h2>", _html_simple(run_headers, run_rows),
               _html_img(images["loss_curves.png"], "training loss curves")]
