@@ -66,6 +66,12 @@ def test_every_shipped_recipe_loads():
         first = p.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# medtune "), f"{p} must open with the command that runs it"
         stage = read_yaml(p)["stage"]
+        if stage == "pipeline":
+            from medtune import pipeline
+
+            assert f"medtune pipeline {p.parent.name}/{p.name}" in first or f"medtune:recipes/{p.name}" in first
+            assert pipeline.check(p)[1]
+            continue
         module, cls = _stage(stage)
         assert f"medtune {stage} " in first
         cfg = load_config(cls, p)

@@ -114,6 +114,8 @@ def test_a_step_killed_mid_training_resumes_and_ends_like_an_uninterrupted_pipel
     ([{"name": "a", "run": "sft", "recipe": "x", "alpha": 1}], "unknown key 'alpha'"),
     ([{"name": "a", "run": "eval", "models": ["@b"]}], "'@b' does not name an earlier step"),
     ([{"name": "a", "run": "eval"}, {"name": "a", "run": "eval"}], "used twice"),
+    ([{"name": "a", "run": "sft", "recipe": "medtune:recipes/sft_demo.yaml"},  # a later step's bad override
+      {"name": "b", "run": "dpo", "recipe": "medtune:recipes/dpo_demo.yaml", "set": {"train.nope": 1}}], "nope"),
 ])
 def test_bad_pipeline_recipes_fail_before_anything_runs(tmp_path, steps, message):
     path = tmp_path / "p.yaml"

@@ -66,6 +66,13 @@ def cmd_validate(ns) -> int:
     if recipe is None:
         raise MedtuneError("validate needs a recipe file", hint="medtune validate recipes/sft_demo.yaml")
     stage = ns.stage or read_yaml(recipe).get("stage")
+    if stage == "pipeline":
+        from medtune import pipeline
+
+        output_dir, steps = pipeline.check(recipe)
+        print(f"{recipe}: a pipeline of {len(steps)} steps into {output_dir}: "
+              + ", ".join(f"{s.name} ({s.run})" for s in steps) + "; every step's recipe loads")
+        return 0
     if not isinstance(stage, str) or stage not in STAGES:
         raise MedtuneError(
             f"cannot tell which stage this recipe is for (stage: {stage!r})",

@@ -2,7 +2,7 @@
 
 It runs the pipeline `medtune:recipes/pipeline_demo.yaml`: continued pretraining on the shipped demo text, SFT
 on the demo dialogues, a short DPO on the demo preference pairs, averaging with the untouched default, then an
-evaluation of the default, the DPO run and the averaged model (demo exam, general-text perplexity, generation
+evaluation of the default and the averaged model (demo exam, general-text perplexity, generation
 health). It ends with a before/after table, the answers side by side, `demo.md` and the HTML report.
 
 A demo starts afresh by default; `--resume` continues an interrupted one (finished steps are skipped).
@@ -109,6 +109,7 @@ def main(output_dir: str = "runs/demo", max_steps: int | None = None, resume: bo
     n = ((results[0].get("tasks") or {}).get(TASK) or {}).get("n", "?")
     verdict = ("beats" if acc[-1] > acc[0] else "does NOT beat") if None not in (acc[0], acc[-1]) else "?"
     start = labels[0]
+    gen = ((results[0].get("health") or {}).get("settings") or {})
     lines = ["# medtune demo: before and after", "", f"> {NOT_MEDICAL_ADVICE}", "",
              f"{'SmolLM2-135M-Instruct (the embedded default)' if model == 'default' else model} -> continued "
              "pretraining -> SFT -> DPO -> averaged with the starting model. Every figure below was measured in "
@@ -118,7 +119,8 @@ def main(output_dir: str = "runs/demo", max_steps: int | None = None, resume: bo
              "## Evaluation", "",
              "Demo exam: held-out multiple-choice questions, each option scored as a continuation (`mcq_cloze`). "
              "General text: 24 non-medical paragraphs (`medtune:demo/general.txt`). Health: the 6 held-out "
-             "questions and 4 general requests, answered greedily (repetition penalty 1.1, up to 256 new tokens).",
+             "questions and 4 general requests, answered greedily (repetition penalty "
+             f"{gen.get('repetition_penalty', '?')}, up to {gen.get('max_new_tokens', '?')} new tokens).",
              "", "```",
              report.compare_table(results), "```", "",
              f"Demo exam: the final model ({labels[-1]}) {verdict} the starting model ({start}): "

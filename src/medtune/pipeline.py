@@ -94,6 +94,21 @@ def load(path) -> tuple[Path, list[Step]]:
     return output_dir, steps
 
 
+def check(path) -> tuple[Path, list[Step]]:
+    """`load`, then each training step's recipe with its `set` overrides loaded as its stage would load it
+    (unknown keys, wrong types and bad values are reported before anything runs)."""
+    from medtune.cli import _stage
+    from medtune.config import load_config
+
+    output_dir, steps = load(path)
+    for step in steps:
+        if step.group == "training":
+            overrides = [f"{k}={json.dumps(v)}" for k, v in (step.options.get("set") or {}).items()
+                         if not (isinstance(v, str) and v.startswith("@"))]
+            load_config(_stage(step.run)[1], step.options["recipe"], overrides)
+    return output_dir, steps
+
+
 def _strings(value):
     if isinstance(value, str):
         yield value
@@ -200,7 +215,7 @@ def key_metrics(folder: Path, step: Step) -> dict:
 
 def run(path, *, from_step: str | None = None) -> Path:
     """Run the pipeline at `path`; returns its output folder."""
-    output_dir, steps = load(path)
+    output_dir, steps = check(path)
     names = [s.name for s in steps]
     if from_step is not None and from_step not in names:
         raise MedtuneError(f"--from {from_step}: no such step", hint=f"steps: {', '.join(names)}")
