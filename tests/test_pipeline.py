@@ -64,10 +64,14 @@ def test_pipeline_chains_skips_and_reruns_from_a_step(tiny_model, tmp_path, caps
     assert [s["action"] for s in json.loads((out / "pipeline.json").read_text())["steps"]] == ["skipped"] * 3
     assert runs.read_manifest(out / "first")["finished"] == finished
 
+    (out / "exam" / "7-from-an-older-recipe").mkdir()  # an evaluation the recipe no longer asks for
     pipeline.run(recipe, from_step="second")
     actions = [s["action"] for s in json.loads((out / "pipeline.json").read_text())["steps"]]
     assert actions == ["skipped", "ran", "ran"]
     assert runs.read_manifest(out / "first")["finished"] == finished
+    assert sorted(p.name for p in (out / "exam").iterdir()) == ["0-tiny", "1-second", "compare", "results.json"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert all(Path(e).is_dir() for e in json.loads((out / "exam" / "results.json").read_text())["evaluations"])
 
     listed = runs.list_runs(out)
     assert {r["stage"] for r in listed} >= {"sft", "eval"}

@@ -120,6 +120,14 @@ def test_resume_repeats_the_uninterrupted_run(setup, tmp_path):
     assert [h["step"] for h in hb] == [1, 2, 3, 4, 5, 6]
     assert [h["reward"] for h in hb] == pytest.approx([h["reward"] for h in ha], abs=1e-4)
 
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(straight / "logs"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("ppo/reward")]  # TensorBoard holds every step's figures
+    assert [s for s, _ in logged] == [1, 2, 3, 4, 5, 6]
+    assert [v for _, v in logged] == pytest.approx([h["reward"] for h in ha], abs=1e-5)
+
 
 def test_bad_settings_stop_before_training(setup, tmp_path, capsys):
     model, pairs, reward_model = setup

@@ -18,7 +18,9 @@ folder. `pipeline.json` in `output_dir` records every step, its folder, status a
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,16 +188,26 @@ def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fre
             seed=int(opts.get("seed", 0)), batch_size=int(opts.get("batch_size", 8)),
         )
         targets = opts.get("models") or [previous]
-        done = []
-        for i, target in enumerate(targets):
-            sub = folder / f"{i}-{Path(str(target)).name}"
-            runner.evaluate(str(target), settings, str(sub))
-            done.append(str(sub))
-        if len(done) > 1:
+        # evaluated into a fresh temporary folder that then replaces the step's folder: an earlier evaluation
+        # stays whole until this one has finished, and no result of another model list is left behind
+        tmp = folder.parent / f".{folder.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        names = [f"{i}-{Path(str(target)).name}" for i, target in enumerate(targets)]
+        for name, target in zip(names, targets):
+            runner.evaluate(str(target), settings, str(tmp / name))
+        if len(names) > 1:
             from medtune.eval import report
 
-            report.write_report(done, str(folder / "compare"), title=f"medtune pipeline: {step.name}")
-        runs.write_json(folder / "results.json", {"evaluations": done, "models": [str(t) for t in targets]})
+            report.write_report([tmp / n for n in names], str(tmp / "compare"), title=f"medtune pipeline: {step.name}")
+        runs.write_json(tmp / "results.json", {"evaluations": [str(folder / n) for n in names],
+                                               "models": [str(t) for t in targets]})
+        old = folder.parent / f".{folder.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+        print(f"{step.name}: {len(names)} evaluation(s) in {folder}: {', '.join(names)}")
 
 
 def key_metrics(folder: Path, step: Step) -> dict:

@@ -458,6 +458,11 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
     runs.write_manifest(run_dir, manifest)
 
     bar = tqdm(total=t.steps, initial=start_step, desc="ppo", unit="step", disable=not accelerator.is_main_process)
+    writer = None
+    if accelerator.is_main_process:  # TensorBoard events in RUN/logs, like the Trainer-based stages
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "logs"))
     try:
         for step in range(start_step + 1, t.steps + 1):
             batch = [items[sampler.randrange(len(items))] for _ in range(t.batch_size)]
@@ -504,6 +509,10 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
                 **{k: sum(v) / len(v) for k, v in parts.items()},
             }
             history.append(metrics)
+            if writer is not None:
+                for key, value in metrics.items():
+                    if key != "step":
+                        writer.add_scalar(f"ppo/{key}", value, step)
             if step % t.logging_steps == 0 or step == t.steps:
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
                 if accelerator.is_main_process:
@@ -519,6 +528,8 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
         raise
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
 
     k = max(1, min(5, len(history) // 4))
     first, last = history[:k], history[-k:]
