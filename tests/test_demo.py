@@ -55,3 +55,11 @@ def test_demo_runs_the_whole_chain_and_resumes(tmp_path, capsys):
     record = json.loads((out / "pipeline.json").read_text())
     assert {s["action"] for s in record["steps"]} == {"skipped"}
     assert (out / "demo.md").read_text() == summary
+
+
+def test_a_missing_model_stops_the_demo_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--model", str(tmp_path / "no-such-model"), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model: model path does not exist" in err and "Traceback" not in err
+    assert not out.exists()

@@ -29,9 +29,8 @@ def _recipe(output_dir: Path, max_steps: int | None, model: str) -> dict:
 
     recipe = read_yaml(PIPELINE_RECIPE)
     recipe["output_dir"] = str(output_dir)
+    recipe["steps"][0]["model"] = model
     for step in recipe["steps"]:
-        if step is recipe["steps"][0]:
-            step["model"] = model
         if step["run"] == "average":
             step["base"] = model
         if step["run"] == "eval":
@@ -68,7 +67,7 @@ def _stage_lines(out: Path) -> list[str]:
     lines.append(f"| DPO (demo pairs) | held-out log-prob margin (chosen - rejected) | "
                  f"{_fmt(dpo.get('heldout_logp_margin_before'), 1)} | {_fmt(dpo.get('heldout_logp_margin_after'), 1)} | "
                  f"{dpo.get('steps', '-')} | {dpo.get('train_runtime_s', '-')} |")
-    alpha = (avg.get("merge") or {}).get("alpha", avg.get("alpha", "-"))
+    alpha = avg.get("alpha", "-")
     lines.append(f"| average with the starting model | alpha (weight of the DPO run) | | {alpha} | | |")
     return lines
 
@@ -88,11 +87,12 @@ def _answers(results: list[dict], labels: list[str]) -> list[str]:
 
 def main(output_dir: str = "runs/demo", max_steps: int | None = None, resume: bool = False,
          model: str = "default") -> int:
-    from medtune import pipeline, runs
+    from medtune import models, pipeline, runs
     from medtune.eval import report
 
     print(f"note: {NOT_MEDICAL_ADVICE}\n")
     started = time.time()
+    models.resolve(model)  # a model that does not exist stops the demo before it writes anything
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe_path = out / "pipeline_recipe.yaml"
