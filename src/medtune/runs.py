@@ -205,6 +205,15 @@ def remove_checkpoints(run_dir) -> None:
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
 
 
+def complete(run_dir, manifest: dict, *, keep_checkpoints: bool, **fields) -> None:
+    """The end of a training run, once its weights are saved: drop the step checkpoints (unless kept) and mark
+    the manifest completed with its finish time and `fields` (metrics, history, ...)."""
+    if not keep_checkpoints:
+        remove_checkpoints(run_dir)
+    manifest.update(status="completed", finished=now(), **fields)
+    write_manifest(run_dir, manifest)
+
+
 # ------------------------------------------------------------------------------------------ listing
 
 _KEY_METRICS = ("eval_perplexity", "eval_loss", "eval_accuracy", "heldout_margin_gain", "reward_last", "kl_last",

@@ -267,10 +267,7 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
     history = [{k: h[k] for k in keys if k in h} for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
     save_model = trainer.model
     runs.save_weights(run_dir, save_model, tokenizer)
-    if not cfg.train.keep_checkpoints:
-        runs.remove_checkpoints(run_dir)
-    manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
-    runs.write_manifest(run_dir, manifest)
+    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history)
     if runs.is_main_process():
         _summary(run_dir, manifest)
     return run_dir

@@ -633,10 +633,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     metrics["train_runtime_s"] = round(time.time() - started, 1)
     tokenizer.padding_side = padding_side
     runs.save_weights(run_dir, trainer.model, tokenizer)
-    if not cfg.train.keep_checkpoints:
-        runs.remove_checkpoints(run_dir)
-    manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
-    runs.write_manifest(run_dir, manifest)
+    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history)
     _summary(run_dir, manifest)
     return run_dir
 

@@ -545,10 +545,7 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
         save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.value_head.state_dict().items()},
                   str(run_dir / ".value_head.tmp"))
         os.replace(run_dir / ".value_head.tmp", run_dir / "value_head.safetensors")
-        if not t.keep_checkpoints:
-            runs.remove_checkpoints(run_dir)
-        manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history)
-        runs.write_manifest(run_dir, manifest)
+        runs.complete(run_dir, manifest, keep_checkpoints=t.keep_checkpoints, metrics=metrics, history=history)
         _summary(run_dir, manifest)
     return run_dir
 

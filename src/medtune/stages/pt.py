@@ -407,11 +407,8 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
         for h in trainer.state.log_history
     ]
     runs.save_weights(run_dir, trainer.model, tokenizer)
-    if not cfg.train.keep_checkpoints:
-        runs.remove_checkpoints(run_dir)
-    manifest.update(status="completed", finished=runs.now(), metrics=metrics, history=history,
-                    mixture=corpus.mixer.report(corpus.tally["examples"], corpus.tally["tokens"]))
-    runs.write_manifest(run_dir, manifest)
+    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history,
+                  mixture=corpus.mixer.report(corpus.tally["examples"], corpus.tally["tokens"]))
     if runs.is_main_process():
         _summary(run_dir, manifest, collator)
     return run_dir

@@ -236,12 +236,9 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
         tmp = run_dir / f".{models.REWARD_HEAD_FILE}.tmp"
         save_file({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp))
         os.replace(tmp, run_dir / models.REWARD_HEAD_FILE)
-    if not cfg.train.keep_checkpoints:
-        runs.remove_checkpoints(run_dir)
-    manifest.update(status="completed", finished=runs.now(), metrics=metrics,
-                    history=[{k: h[k] for k in ("step", "loss", "eval_accuracy", "eval_margin", "eval_loss",
-                                                "learning_rate", "grad_norm") if k in h} for h in history])
-    runs.write_manifest(run_dir, manifest)
+    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics,
+                  history=[{k: h[k] for k in ("step", "loss", "eval_accuracy", "eval_margin", "eval_loss",
+                                              "learning_rate", "grad_norm") if k in h} for h in history])
     if runs.is_main_process():
         _summary(run_dir, manifest)
     return run_dir
