@@ -58,57 +58,46 @@ def load_chat_model(spec: str, *, template: str | None = None, trust_remote_code
     return ChatModel(model, loaded.tokenizer, fmt, templates.generation_stop_ids(loaded.tokenizer, fmt))
 
 
+def sampling_params(settings: GenerationSettings):
+    """The engine's parameters for `settings` (temperature 0 = greedy)."""
+    from medtune.serve.engine import SamplingParams
+
+    return SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=max(settings.temperature, 0.0),
+                          top_p=settings.top_p, repetition_penalty=settings.repetition_penalty,
+                          no_repeat_ngram_size=settings.no_repeat_ngram_size)
+
+
+@dataclass
+class Reply:
+    text: str  # the reply, stripped, without the end-of-turn token
+    stopped: bool  # the model ended its turn itself (rather than running into max_new_tokens)
+    token_ids: list[int]  # every generated id, the end-of-turn token included when `stopped`
+
+
+def complete(cm: ChatModel, messages: list[dict], settings: GenerationSettings, *, stream=None) -> Reply:
+    """Reply to `messages` through the generation engine that `medtune serve` batches (medtune.serve.engine),
+    one request inline. With `stream` (a file), text is written as it comes, then a newline."""
+    from medtune.serve.engine import Engine
+
+    enc = templates.encode_dialogue(cm.tokenizer, cm.fmt, messages, add_generation_prompt=True)
+    engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=1, max_queue=0)
+    on_delta = None
+    if stream is not None:
+        def on_delta(text):
+            stream.write(text)
+            stream.flush()
+    final = engine.run(enc.input_ids, sampling_params(settings), on_delta=on_delta)
+    if stream is not None:
+        stream.write("\n")
+        stream.flush()
+    return Reply(final.delta.strip(), final.finish_reason == "stop", final.token_ids or [])
+
+
 def generate(cm: ChatModel, messages: list[dict], settings: GenerationSettings, *, stream=None) -> tuple[str, bool]:
     """Reply to `messages`. Returns (text, stopped) where `stopped` says the model ended its turn itself
     rather than running into max_new_tokens. With `stream` (a file), tokens are written as they come."""
-    import torch
-
-    enc = templates.encode_dialogue(cm.tokenizer, cm.fmt, messages, add_generation_prompt=True)
-    input_ids = torch.tensor([enc.input_ids], device=cm.model.device)
-    sample = settings.temperature > 0
-    kwargs = dict(
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=sample,
-        repetition_penalty=settings.repetition_penalty,
-        no_repeat_ngram_size=settings.no_repeat_ngram_size,
-        eos_token_id=cm.stop_ids,
-        pad_token_id=cm.tokenizer.pad_token_id,
-    )
-    if sample:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    if stream is not None:
-        kwargs["streamer"] = _Streamer(cm.tokenizer, stream)
-    with torch.no_grad():
-        out = cm.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-    new = out[0, input_ids.shape[1]:].tolist()
-    stopped = bool(new) and new[-1] in cm.stop_ids
-    text = cm.tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=False)
-    return text.strip(), stopped
-
-
-class _Streamer:
-    """Writes decoded text as tokens arrive (prompt skipped, end-of-turn token not shown)."""
-
-    def __init__(self, tokenizer, out):
-        from transformers import TextStreamer
-
-        self._inner = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._inner.on_finalized_text = self._write
-        self.out = out
-
-    def _write(self, text: str, stream_end: bool = False):
-        self.out.write(text)
-        if stream_end:
-            self.out.write("\n")
-        self.out.flush()
-
-    def put(self, value):
-        self._inner.put(value)
-
-    def end(self):
-        self._inner.end()
+    reply = complete(cm, messages, settings, stream=stream)
+    return reply.text, reply.stopped
 
 
 def main(spec: str, settings: GenerationSettings, *, prompt: str | None = None, system: str | None = None,

@@ -166,6 +166,18 @@ def cmd_chat(ns) -> int:
                      trust_remote_code=ns.trust_remote_code)
 
 
+def cmd_serve(ns) -> int:
+    from medtune.serve import app
+
+    settings = app.ServeSettings(
+        host=ns.host, port=ns.port, api_key=ns.api_key if ns.api_key is not None else os.environ.get("MEDTUNE_API_KEY"),
+        max_concurrency=ns.max_concurrency, max_queue=ns.max_queue, max_input_tokens=ns.max_input_tokens,
+        max_tokens=ns.max_tokens, system_prompt=ns.system_prompt, template=ns.template, timeout_s=ns.timeout,
+        trust_remote_code=ns.trust_remote_code,
+    )
+    return app.main(ns.model, settings)
+
+
 def _task_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
@@ -333,6 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (default 0 = off)")
     c.add_argument("--trust-remote-code", action="store_true")
     c.set_defaults(func=cmd_chat)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible API and a web chat for a model or run, with batched "
+                        "generation (docs/serve.md; answers are not medical advice)")
+    sv.add_argument("model", nargs="?", default="default", help="default, a run folder, an HF folder, a .gguf file or a hub id")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need an API key)")
+    sv.add_argument("--port", type=int, default=8000, help="default 8000; 0 = any free port")
+    sv.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (default: $MEDTUNE_API_KEY)")
+    sv.add_argument("--max-concurrency", type=int, default=8, help="requests generated together in one batch (default 8)")
+    sv.add_argument("--max-queue", type=int, default=32, help="requests that may wait for a batch slot; more get 503 (default 32)")
+    sv.add_argument("--max-input-tokens", type=int, default=2048, help="longest prompt, template included (default 2048)")
+    sv.add_argument("--max-tokens", type=int, default=512, help="default and upper limit of max_tokens (default 512)")
+    sv.add_argument("--system-prompt", help="system message for requests without one (default: the run's own, if any)")
+    sv.add_argument("--template", help="override the chat template (default: the run's or the tokenizer's)")
+    sv.add_argument("--timeout", type=float, default=600, help="seconds a reply may run; then it ends as 'length' (default 600)")
+    sv.add_argument("--trust-remote-code", action="store_true")
+    sv.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("eval", help="benchmarks, general-text perplexity and generation health of a model or run")
     e.add_argument("model", nargs="?", help="default, a run folder, an HF folder, a .gguf file or a hub id")

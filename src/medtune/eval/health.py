@@ -224,23 +224,6 @@ def summarize(per_response: list[dict], thresholds: Thresholds = DEFAULT) -> dic
 # --- running a model ----------------------------------------------------------------------------------
 
 
-class _Recorder:
-    """Stands in for the model inside `chat.generate` and keeps the token ids it generated, so the
-    metrics see exactly what was generated (chat.generate returns only the decoded text)."""
-
-    def __init__(self, model):
-        self._model = model
-        self.new_ids: list[int] | None = None
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def generate(self, input_ids, **kwargs):
-        out = self._model.generate(input_ids, **kwargs)
-        self.new_ids = out[0, input_ids.shape[1]:].tolist()
-        return out
-
-
 def health_settings(settings=None):
     """The generation settings `run_health` uses: `settings` made greedy, so results are reproducible. With no
     settings: what `medtune chat` serves with (repetition penalty 1.1), greedy, up to 512 new tokens."""
@@ -263,17 +246,11 @@ def run_health(cm, prompts: list[dict], settings=None, *, progress: bool = True,
 
     settings = health_settings(settings)
     marker = user_turn_marker(cm.fmt, cm.tokenizer)
-    recorder = _Recorder(cm.model)
-    recording = dataclasses.replace(cm, model=recorder)
     responses = []
     for item in tqdm(prompts, desc="health", unit="prompt", disable=not progress, file=sys.stderr):
-        recorder.new_ids = None
-        text, stopped = chat.generate(recording, [{"role": "user", "content": item["prompt"]}], settings)
-        ids = recorder.new_ids
-        if ids is None:  # chat.generate did not go through model.generate: fall back to the text's tokens
-            ids = cm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        elif stopped:
-            ids = ids[:-1]
+        reply = chat.complete(cm, [{"role": "user", "content": item["prompt"]}], settings)
+        text, stopped = reply.text, reply.stopped
+        ids = reply.token_ids[:-1] if stopped else reply.token_ids  # exactly what was generated, end token off
         row = {"prompt": item["prompt"], "kind": item.get("kind"), "lang": item.get("lang"), "response": text}
         row.update(response_metrics(ids, text, stopped, cm.tokenizer, marker or cm.fmt))
         responses.append(row)
