@@ -121,7 +121,9 @@ def cmd_data(ns) -> int:
     elif ns.data_command == "stats":
         from medtune.data import stats
 
-        summary = stats.write_stats(ns.files, ns.out, ns.tokenizer, ns.max_length, kind=ns.kind, mode=ns.mode)
+        summary = stats.write_stats(ns.files, ns.out, ns.tokenizer, ns.max_length, kind=ns.kind, mode=ns.mode,
+                                    truncation=ns.truncation, max_prompt_length=ns.max_prompt_length,
+                                    max_answer_length=ns.max_answer_length)
         print(stats.format_table(summary))
         print(f"wrote {os.path.join(ns.out, 'stats.json')} and a length histogram per file")
     elif ns.data_command == "from-benchmark":
@@ -293,11 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--deid-types", metavar="TYPES", help="comma-separated PHI types to replace, e.g. EMAIL,PHONE (implies --deid)")
     dn.add_argument("--seed", type=int, default=0)
     ds = dsub.add_parser("stats", help="sizes, token lengths, truncation, duplicates and languages of data files")
-    ds.add_argument("files", nargs="+", metavar="FILE", help="text or dialogue files")
+    ds.add_argument("files", nargs="+", metavar="FILE", help="text, dialogue or preference files")
     ds.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model/tokenizer folder, a run, a .gguf, a hub id, or none")
     ds.add_argument("--max-length", type=int, metavar="N", default=1024, help="report the share longer than N tokens (default 1024)")
     ds.add_argument("--out", default="stats", metavar="DIR", help="folder for stats.json and the histograms (default stats/)")
-    ds.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue"])
+    ds.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue", "preference"])
+    ds.add_argument("--truncation", default="keep_end", choices=["keep_end", "keep_start", "drop"], help="preference files: what rm/dpo would do with a longer pair (default keep_end)")
+    ds.add_argument("--max-prompt-length", type=int, metavar="N", help="preference files: as data.max_prompt_length (default: derived from --max-length)")
+    ds.add_argument("--max-answer-length", type=int, metavar="N", help="preference files: as data.max_answer_length (default: what the prompt leaves)")
     ds.add_argument("--mode", default="line", choices=["line", "paragraph"])
     db = dsub.add_parser("from-benchmark", help="turn a benchmark's training split into SFT dialogues")
     db.add_argument("task", help="pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu or mcq")

@@ -21,8 +21,10 @@ preference: it is dropped and counted, not an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
-from medtune.config import at_least
+from medtune.config import at_least, check
 from medtune.data import formats
 from medtune.errors import ConfigError
 from medtune.data.formats import DataError, _check_turns, _get_list, _get_str, _iter_objects, _json_type, _require_file
@@ -150,6 +152,18 @@ def load_pairs(path, *, stats: dict | None = None) -> list[dict]:
     return pairs
 
 
+def is_pair_file(path) -> bool:
+    """Whether the first record of a .jsonl/.json file is a preference pair (any of the four shapes)."""
+    if Path(path).suffix.lower() not in (".jsonl", ".json"):
+        return False
+    records = _iter_objects(_require_file(path))
+    try:
+        first = next(records, (None, None))[1]
+    finally:
+        records.close()
+    return first is not None and ("chosen" in first or "response_chosen" in first) and shape_of(first) is not None
+
+
 def validate_file(path) -> dict:
     """`medtune data validate --kind preference`: counts of a checked file."""
     stats: dict = {}
@@ -194,13 +208,196 @@ def encode_pair(tokenizer, fmt, prompt: list[dict], answer: str) -> tuple[list[i
     return enc.input_ids[:start], enc.input_ids[start:end]
 
 
+# ------------------------------------------------------------------------------------------ truncation
+
+TRUNCATION = ("drop", "keep_end", "keep_start")
+
+
+def _text_ids(tokenizer, text: str) -> list[int]:
+    """A message's own tokens, as templates.encode_dialogue tokenises message content."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def _longest_cut(text: str, keep: str, fits) -> str | None:
+    """The longest start (keep_start) or end (keep_end) of `text` for which fits(cut) holds, by bisection on
+    characters (a cut between characters never splits one into broken bytes); None when no character fits."""
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(text[-mid:] if keep == "keep_end" else text[:mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return None
+    return text[-lo:] if keep == "keep_end" else text[:lo]
+
+
+def cut_prompt(messages: list[dict], limit: int, keep: str, count) -> list[dict] | None:
+    """`messages` (optional system, then turns ending with the user's question) made to take at most `limit`
+    tokens as `count(messages)` measures them; None when not even a cut question fits.
+
+    Whole earlier turns go first, oldest first (the prompt still starts with a user turn); the system message
+    stays while it fits. If the question alone is still too long, its text is cut: keep_end keeps its end (where
+    a long case description usually asks), keep_start its start; the system message stays only when it (with
+    the template) takes at most half of `limit`. Role markers and end-of-turn tokens are never cut: the result
+    is an ordinary dialogue, rendered by the template like any other.
+    """
+    if count(messages) <= limit:
+        return messages
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    starts = [i for i, m in enumerate(turns) if m["role"] == "user"]
+    for head in ([system, []] if system else [[]]):
+        for start in starts:
+            if count(head + turns[start:]) <= limit:
+                return head + turns[start:]
+    question = turns[-1]
+    if system and count(system + [{**question, "content": ""}]) > limit // 2:
+        system = []
+    text = _longest_cut(question["content"], keep,
+                        lambda cut: count(system + [{**question, "content": cut}]) <= limit)
+    return None if text is None else system + [{**question, "content": text}]
+
+
+def cut_answer(tokenizer, answer: str, answer_ids: list[int], limit: int) -> str | None:
+    """`answer` cut so that its ids (as encode_pair returns them, end-of-turn tokens included) number at most
+    `limit`: the end of its text goes, the template's end-of-turn tokens stay whole so the model still learns to
+    stop. None when not even one character fits before them."""
+    if len(answer_ids) <= limit:
+        return answer
+    room = limit - (len(answer_ids) - len(_text_ids(tokenizer, answer)))  # what the end-of-turn tokens leave
+    return _longest_cut(answer, "keep_start", lambda cut: len(_text_ids(tokenizer, cut)) <= room)
+
+
+def _length_figures(lengths: list[int]) -> dict:
+    return {"mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths)} if lengths else {"mean": 0, "max": 0}
+
+
+def fit_pairs(pairs: list[dict], tokenizer, fmt, stats: dict, *, max_length: int, max_prompt_length: int | None = None,
+              max_answer_length: int | None = None, truncation: str = "keep_end") -> list[dict]:
+    """Pairs encoded (encode_pair) and made to fit; returns {**pair, "prompt_ids", "chosen_ids", "rejected_ids"}
+    with the prompt and answers as used (cut ones cut). A pair's length is its prompt + its longer answer.
+
+    max_length: longest pair in tokens. max_prompt_length: longest prompt (None: what the pair's answers
+    leave, but at least half of max_length). max_answer_length: longest answer, end-of-turn tokens included
+    (None: what the prompt leaves). truncation: keep_end or keep_start cut the prompt (cut_prompt) and then the
+    answers (cut_answer; both answers keep the same prompt tokens); drop skips a pair over any limit.
+    Counts in `stats`: kept_whole, prompt_cut, answer_cut (pairs with at least one answer cut; a pair may have
+    both), dropped_too_long, and tokens_before / tokens_after ({"mean", "max"} over all pairs / the pairs kept).
+    """
+    counts = dict.fromkeys(("kept_whole", "prompt_cut", "answer_cut", "dropped_too_long"), 0)
+    before, after, out = [], [], []
+    answer_cap = max_answer_length or max_length
+
+    def prompt_count(messages):  # the prompt's ids do not depend on the answer: the template sees placeholders
+        return len(encode_pair(tokenizer, fmt, messages, ".")[0])
+
+    for pair in pairs:
+        try:
+            prompt_ids, chosen_ids = encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"])
+            _, rejected_ids = encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"])
+        except MedtuneError as exc:
+            raise MedtuneError(exc.message, where=pair["source"], hint=exc.hint) from None
+        longest = max(len(chosen_ids), len(rejected_ids))
+        before.append(len(prompt_ids) + longest)
+        prompt, chosen, rejected = pair["prompt"], pair["chosen"], pair["rejected"]
+        if truncation == "drop":
+            if before[-1] > max_length or len(prompt_ids) > (max_prompt_length or max_length) or longest > answer_cap:
+                counts["dropped_too_long"] += 1
+                continue
+        else:
+            prompt_limit = max_prompt_length or max(max_length - min(longest, answer_cap), max_length // 2)
+            if len(prompt_ids) > prompt_limit:
+                prompt = cut_prompt(prompt, prompt_limit, truncation, prompt_count)
+                prompt_ids = encode_pair(tokenizer, fmt, prompt, ".")[0] if prompt is not None else prompt_ids
+            if prompt is not None:
+                answer_limit = min(answer_cap, max_length - len(prompt_ids))
+                chosen = cut_answer(tokenizer, chosen, chosen_ids, answer_limit)
+                rejected = cut_answer(tokenizer, rejected, rejected_ids, answer_limit)
+            if prompt is None or chosen is None or rejected is None:  # not even a cut pair fits
+                counts["dropped_too_long"] += 1
+                continue
+            if (prompt, chosen, rejected) != (pair["prompt"], pair["chosen"], pair["rejected"]):
+                prompt_ids, chosen_ids = encode_pair(tokenizer, fmt, prompt, chosen)  # the cut pair, as SFT encodes it
+                _, rejected_ids = encode_pair(tokenizer, fmt, prompt, rejected)
+        prompt_cut, answer_cut = prompt != pair["prompt"], (chosen, rejected) != (pair["chosen"], pair["rejected"])
+        counts["prompt_cut"] += prompt_cut
+        counts["answer_cut"] += answer_cut
+        counts["kept_whole"] += not (prompt_cut or answer_cut)
+        after.append(len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)))
+        out.append({**pair, "prompt": prompt, "chosen": chosen, "rejected": rejected, "prompt_ids": prompt_ids,
+                    "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+    stats.update(truncation=truncation, **counts, tokens_before=_length_figures(before),
+                 tokens_after=_length_figures(after))
+    return out
+
+
+def fit_prompts(rows: list[dict], tokenizer, fmt, stats: dict, *, max_length: int,
+                truncation: str = "keep_end") -> list[dict]:
+    """RL prompts ({"prompt": [messages], ...}) rendered with the assistant header, made to take at most
+    `max_length` tokens: cut as the prompts of pairs are (cut_prompt; keep_end or keep_start) or dropped (drop).
+    Returns {**row, "prompt" (as used), "prompt_ids"}; counts in `stats`: kept_whole, prompt_cut,
+    dropped_too_long, tokens_before / tokens_after ({"mean", "max"})."""
+    from medtune.data import templates
+
+    counts = dict.fromkeys(("kept_whole", "prompt_cut", "dropped_too_long"), 0)
+    before, after, out = [], [], []
+
+    def encode(messages):
+        return templates.encode_dialogue(tokenizer, fmt, messages, add_generation_prompt=True).input_ids
+
+    for row in rows:
+        try:
+            ids = encode(row["prompt"])
+            before.append(len(ids))
+            prompt = row["prompt"]
+            if len(ids) > max_length and truncation != "drop":
+                prompt = cut_prompt(prompt, max_length, truncation, lambda m: len(encode(m)))
+                ids = encode(prompt) if prompt is not None else ids
+        except MedtuneError as exc:
+            raise MedtuneError(exc.message, where=row["source"], hint=exc.hint) from None
+        if prompt is None or len(ids) > max_length:
+            counts["dropped_too_long"] += 1
+            continue
+        counts["prompt_cut" if prompt is not row["prompt"] else "kept_whole"] += 1
+        after.append(len(ids))
+        out.append({**row, "prompt": prompt, "prompt_ids": ids})
+    stats.update(truncation=truncation, **counts, tokens_before=_length_figures(before),
+                 tokens_after=_length_figures(after))
+    return out
+
+
+def fit_summary(stats: dict, unit: str = "pairs") -> str:
+    """One line of what fit_pairs / fit_prompts did, for the end-of-run summary and `medtune data stats`."""
+    parts = [f"{stats['kept_whole']} whole", f"{stats['prompt_cut']} with the prompt cut"]
+    if "answer_cut" in stats:
+        parts.append(f"{stats['answer_cut']} with an answer cut")
+    parts.append(f"{stats['dropped_too_long']} dropped as too long")
+    b, a = stats["tokens_before"], stats["tokens_after"]
+    return (f"{unit} ({stats['truncation']}): {', '.join(parts)}; tokens per {unit[:-1]} mean {b['mean']:g} / max "
+            f"{b['max']} -> mean {a['mean']:g} / max {a['max']}")
+
+
+def _unset_or_positive(value) -> bool:
+    return value is None or value >= 1
+
+
 @dataclass
 class PreferenceData:
     """Preference pairs (the `data` section of rm and dpo recipes).
 
     path: one file or a list (MedicalGPT `conversations`+`chosen`/`rejected`, `question`/`response_chosen`/
       `response_rejected`, or TRL `prompt`/`chosen`/`rejected`; see docs/data-formats.md).
-    max_length: longest prompt + answer in tokens; longer pairs are dropped and counted.
+    max_length: longest pair in tokens: the prompt plus the longer answer (its end-of-turn tokens included).
+    max_prompt_length: longest prompt in tokens, template included; null (default) = what the pair's answers
+      leave, but at least half of max_length, so a long answer cannot squeeze the question away.
+    max_answer_length: longest answer in tokens, end-of-turn tokens included; null (default) = what the prompt
+      leaves.
+    truncation: what happens to a pair over these limits. keep_end (default): earlier turns go first, then the
+      start of the question's text; the system message stays while it fits; answers lose their end but keep the
+      end-of-turn tokens; chosen and rejected keep the same prompt. keep_start: the same, but the question keeps
+      its start. drop: the pair is skipped. Every case is counted in the run's summary and data_stats.
     val_size: held-out share (0 < x < 1) or count (x >= 1) of pairs for the pairwise metrics.
     max_samples: use only the first N pairs of each file (0 = all).
     system_prompt: a system message added to prompts that have none ("" = none).
@@ -208,15 +405,36 @@ class PreferenceData:
 
     path: list[str] = field(default_factory=list)
     max_length: int = field(default=1024, metadata=at_least(8))
+    max_prompt_length: int | None = field(default=None, metadata=check(_unset_or_positive, "at least 1, or null (derived from max_length)"))
+    max_answer_length: int | None = field(default=None, metadata=check(_unset_or_positive, "at least 1, or null (derived from max_length)"))
+    truncation: Literal["drop", "keep_end", "keep_start"] = "keep_end"
     val_size: float = field(default=0.1, metadata=at_least(0))
     max_samples: int = field(default=0, metadata=at_least(0))
     system_prompt: str = ""
+
+
+def check_limits(max_length: int, max_prompt_length: int | None, max_answer_length: int | None,
+                 *, cli: bool = False) -> None:
+    """A prompt or answer limit must be positive and leave room in max_length for the other part of the pair.
+    Errors name the recipe keys (data.max_prompt_length), or the `medtune data stats` options with cli=True."""
+    def name(key):
+        return f"--{key.replace('_', '-')}" if cli else f"data.{key}"
+
+    for key, value, other in (("max_prompt_length", max_prompt_length, "the answer"),
+                              ("max_answer_length", max_answer_length, "the prompt")):
+        if value is not None and value < 1:
+            raise ConfigError(f"got {value}; it must be at least 1", where=name(key),
+                              hint="leave it unset to derive it from max_length")
+        if value is not None and value >= max_length:
+            raise ConfigError(f"{value} leaves no room for {other} in {name('max_length')}={max_length}",
+                              where=name(key), hint=f"set it below {max_length}, or leave it unset")
 
 
 def read_pair_files(data: PreferenceData) -> tuple[list[dict], list[dict], dict]:
     """Every pair of every file, checked before any model loads. Returns (pairs, fingerprints, stats)."""
     from medtune.data import resolve_path
 
+    check_limits(data.max_length, data.max_prompt_length, data.max_answer_length)
     paths = [data.path] if isinstance(data.path, str) else list(data.path)
     if not paths:
         raise ConfigError("no preference data", where="data.path", hint="set data.path to one or more files")

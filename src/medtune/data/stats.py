@@ -5,7 +5,9 @@ tokens, the token-length distribution, the share of examples longer than ``max_l
 near-duplicate rates (the same tests as ``medtune data clean``), the language mix and, for dialogues,
 turns per example. A dialogue's tokens are those of its chat-templated text (the tokenizer's own chat
 template, ChatML if it has none), as SFT sees it; a text's tokens are counted as the PT stage counts
-them (the tokenizer's special tokens, plus the EOS appended between documents).
+them (the tokenizer's special tokens, plus the EOS appended between documents). A preference file's pair
+counts its prompt + its longer answer, as rm and dpo do, and the file's `truncation` figures say what those
+stages would do at the given limits (pairs kept whole, prompts cut, answers cut, pairs dropped).
 See docs/data-tools.md.
 """
 
@@ -15,7 +17,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from medtune.data import clean, formats
+from medtune.data import clean, formats, preference
 from medtune.errors import MedtuneError
 
 LANGUAGES = ("zh", "latin", "mixed", "other")
@@ -75,10 +77,15 @@ def _token_counts_texts(tokenizer, texts: list[str]) -> list[int]:
 
 def _measure(path, tokenizer=None, max_length: int = 1024, *, kind: str = "auto", mode: str = "line",
              fmt: str = "auto", near_dup_threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
-             seed: int = 0) -> tuple[dict, list[int]]:
+             seed: int = 0, truncation: str = "keep_end", max_prompt_length: int | None = None,
+             max_answer_length: int | None = None) -> tuple[dict, list[int]]:
     """The stats of one file and the per-example lengths (tokens, or characters without a tokenizer)."""
     if max_length < 1:
         raise MedtuneError(f"max_length must be at least 1, got {max_length}")
+    if kind == "preference" or (kind == "auto" and preference.is_pair_file(path)):
+        return _measure_pairs(path, tokenizer, max_length, truncation=truncation, max_prompt_length=max_prompt_length,
+                              max_answer_length=max_answer_length, near_dup_threshold=near_dup_threshold,
+                              num_perm=num_perm, ngram=ngram, seed=seed)
     kind = clean.detect_kind(path, kind)
     chat_format = None
     if tokenizer is not None and kind == "dialogue":
@@ -158,6 +165,72 @@ def _measure(path, tokenizer=None, max_length: int = 1024, *, kind: str = "auto"
     if kind == "dialogue":
         stats["turns"] = {"min": min(turns), "mean": round(sum(turns) / n, 2), "max": max(turns)}
         stats["multi_turn_share"] = round(multi_turn / n, 4)
+    return stats, lengths
+
+
+def _measure_pairs(path, tokenizer, max_length: int, *, truncation: str, max_prompt_length: int | None,
+                   max_answer_length: int | None, near_dup_threshold: float, num_perm: int, ngram: int,
+                   seed: int) -> tuple[dict, list[int]]:
+    """A preference file: a pair's length is its prompt + its longer answer, as rm and dpo count it; with a
+    tokenizer, `truncation` holds what the stages would do at these limits (preference.fit_pairs)."""
+    if truncation not in preference.TRUNCATION:
+        raise MedtuneError(f"unknown truncation {truncation!r}", hint="use " + ", ".join(preference.TRUNCATION))
+    preference.check_limits(max_length, max_prompt_length, max_answer_length, cli=True)
+    read: dict = {}
+    pairs = preference.load_pairs(path, stats=read)
+    near = clean.NearDuplicates(near_dup_threshold, num_perm, seed)
+    seen: set[bytes] = set()
+    chars, languages, exact, near_dups, multi_turn = [], Counter(), 0, 0, 0
+    for pair in pairs:
+        messages = [*pair["prompt"], {"role": "chosen", "content": pair["chosen"]},
+                    {"role": "rejected", "content": pair["rejected"]}]
+        normal_messages = [{"role": m["role"], "content": clean.normalize(m["content"])} for m in messages]
+        key = clean.dialogue_key(normal_messages)
+        if key in seen:
+            exact += 1
+        else:
+            seen.add(key)
+            near_dups += near.seen(clean.ngrams(clean.dialogue_text(normal_messages), ngram))
+        chars.append(sum(len(m["content"]) for m in pair["prompt"]) + max(len(pair["chosen"]), len(pair["rejected"])))
+        languages[language_of(clean.dialogue_text(messages[:-1]))] += 1
+        multi_turn += sum(m["role"] == "user" for m in pair["prompt"]) > 1
+    tokens = fit = None
+    if tokenizer is not None:
+        from medtune.data.templates import resolve_format
+
+        chat_format = resolve_format(tokenizer, "auto")
+        tokens = []  # each pair's length before truncation, for the table and the histogram
+        for pair in pairs:
+            p, c = preference.encode_pair(tokenizer, chat_format, pair["prompt"], pair["chosen"])
+            _, r = preference.encode_pair(tokenizer, chat_format, pair["prompt"], pair["rejected"])
+            tokens.append(len(p) + max(len(c), len(r)))
+        fit = {"max_prompt_length": max_prompt_length, "max_answer_length": max_answer_length}
+        preference.fit_pairs(pairs, tokenizer, chat_format, fit, max_length=max_length, truncation=truncation,
+                             max_prompt_length=max_prompt_length, max_answer_length=max_answer_length)
+    n = len(pairs)
+    lengths = tokens if tokens is not None else chars
+    over = sum(length > max_length for length in tokens) if tokens is not None else None
+    stats = {
+        "path": str(path),
+        "kind": "preference",
+        "format": "preference",
+        "examples": n,
+        "characters": sum(chars),
+        "tokens": sum(tokens) if tokens is not None else None,
+        "length_unit": "tokens" if tokens is not None else "characters",
+        "lengths": _summary(lengths),
+        "max_length": max_length,
+        "over_max_length": over,
+        "over_max_length_share": round(over / n, 4) if over is not None else None,
+        "exact_duplicates": exact,
+        "exact_duplicate_rate": round(exact / n, 4),
+        "near_duplicates": near_dups,
+        "near_duplicate_rate": round(near_dups / n, 4),
+        "languages": {lang: round(languages[lang] / n, 4) for lang in LANGUAGES},
+        "identical_answers_dropped": read["identical_dropped"],
+        "multi_turn_share": round(multi_turn / n, 4),
+        "truncation": fit,
+    }
     return stats, lengths
 
 
@@ -244,6 +317,10 @@ def format_table(summary: dict) -> str:
     for s in summary["files"]:
         langs = ", ".join(f"{lang} {share:.1%}" for lang, share in s["languages"].items() if share)
         extra = ""
+        if s["kind"] == "preference":
+            extra = f"; multi-turn prompts {s['multi_turn_share']:.1%}"
+            if s["truncation"]:
+                extra += f"\n{Path(s['path']).name}: at max_length {summary['max_length']}, " + preference.fit_summary(s["truncation"])
         if s["kind"] == "dialogue":
             t = s["turns"]
             extra = f"; turns {t['min']}-{t['max']} (mean {t['mean']:g}), multi-turn {s['multi_turn_share']:.1%}"

@@ -77,21 +77,12 @@ def validate(cfg: DPOConfig) -> list[str]:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def encode(pairs, tokenizer, fmt, max_length: int, stats: dict) -> list[dict]:
-    """Pairs with their token ids (prompt, chosen answer, rejected answer); too-long pairs dropped."""
-    kept = []
-    stats.setdefault("dropped_too_long", 0)
-    for pair in pairs:
-        try:
-            prompt_ids, chosen_ids = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"])
-            _, rejected_ids = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"])
-        except MedtuneError as exc:
-            raise MedtuneError(exc.message, where=pair["source"], hint=exc.hint) from None
-        if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
-            stats["dropped_too_long"] += 1
-            continue
-        kept.append({**pair, "prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
-    return kept
+def encode(pairs, tokenizer, fmt, max_length: int, stats: dict, *, max_prompt_length: int | None = None,
+           max_answer_length: int | None = None, truncation: str = "keep_end") -> list[dict]:
+    """Pairs with their token ids (prompt, chosen answer, rejected answer), made to fit max_length by
+    `truncation` (preference.fit_pairs: cut, or dropped); the texts are the cut ones TRL will see."""
+    return preference.fit_pairs(pairs, tokenizer, fmt, stats, max_length=max_length, truncation=truncation,
+                                max_prompt_length=max_prompt_length, max_answer_length=max_answer_length)
 
 
 def trl_rows(encoded: list[dict], tokenizer, loss: str) -> list[dict]:
@@ -226,9 +217,13 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
     model, tokenizer = loaded.model, loaded.tokenizer
 
     stats["pairs"] = len(pairs)
-    encoded = encode(pairs, tokenizer, fmt, cfg.data.max_length, stats)
+    encoded = encode(pairs, tokenizer, fmt, cfg.data.max_length, stats, truncation=cfg.data.truncation,
+                     max_prompt_length=cfg.data.max_prompt_length, max_answer_length=cfg.data.max_answer_length)
     if not encoded:
-        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}", hint="raise data.max_length")
+        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}",
+                           hint="raise data.max_length, or use data.truncation=keep_end")
+    if runs.is_main_process():
+        print(f"data: {preference.fit_summary(stats)}")
     train_enc, val_enc = split_validation(encoded, cfg.data.val_size, cfg.train.seed)
     stats.update(train_pairs=len(train_enc), val_pairs=len(val_enc))
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -276,8 +271,9 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
 def _summary(run_dir: Path, manifest: dict) -> None:
     s, m = manifest["data_stats"], manifest["metrics"]
     print(f"\ndpo ({manifest['loss']}) finished in {m['train_runtime_s']} s, {m['steps']} steps")
-    print(f"  data: {s['train_pairs']} train / {s['val_pairs']} held-out pairs; dropped {s['dropped_too_long']} too long,"
-          f" {s['identical_dropped']} with identical answers")
+    print(f"  data: {s['train_pairs']} train / {s['val_pairs']} held-out pairs; {s['identical_dropped']} with identical"
+          f" answers dropped")
+    print(f"  {preference.fit_summary(s)}")
     if "heldout_logp_margin_after" in m:
         print(f"  held-out log-prob margin (chosen - rejected): {m['heldout_logp_margin_before']:.3f} -> "
               f"{m['heldout_logp_margin_after']:.3f}; implicit-reward accuracy {m['heldout_reward_accuracy']:.3f}")

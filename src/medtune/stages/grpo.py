@@ -69,8 +69,11 @@ class PromptData:
       answer letter; the gold label is the answer.
     task_file: the task's file (or folder for mmlu_medical/cmmlu); task mcq defaults to medtune:demo/exam.jsonl.
     setting: pubmedqa's reasoning_required (abstract shown) or reasoning_free (the conclusion shown).
-    max_length: longest prompt in tokens (rendered with the chat template); longer prompts are dropped and
-      counted. The answer's length is `max_new_tokens`.
+    max_length: longest prompt in tokens (rendered with the chat template). The answer's length is
+      `max_new_tokens`.
+    truncation: a longer prompt is cut (keep_end, default: earlier turns go first, then the start of the
+      question's text; the system message stays while it fits; keep_start: the question keeps its start) or
+      dropped (drop); counted in the summary and data_stats. See data/preference.py cut_prompt.
     val_size: held-out share (0 < x < 1) or count (x >= 1) of prompts whose mean reward is measured before and
       after training (and every train.eval_steps); 0 for none. Each held-out prompt costs num_generations answers.
     max_samples: use only the first N prompts of each file (0 = all).
@@ -82,6 +85,7 @@ class PromptData:
     task_file: str = ""
     setting: str = field(default="reasoning_required", metadata=one_of(*tasks.PUBMEDQA_SETTINGS))
     max_length: int = field(default=512, metadata=at_least(8))
+    truncation: Literal["drop", "keep_end", "keep_start"] = "keep_end"
     val_size: float = field(default=0.0, metadata=at_least(0))
     max_samples: int = field(default=0, metadata=at_least(0))
     system_prompt: str = ""
@@ -334,22 +338,6 @@ def validate(cfg: GRPOConfig) -> list[str]:
     return lines
 
 
-def fit_prompts(rows: list[dict], tokenizer, fmt, max_length: int, stats: dict) -> list[dict]:
-    """Rows whose prompt, rendered with the template and the assistant header, has at most max_length tokens."""
-    kept = []
-    stats.setdefault("dropped_too_long", 0)
-    for row in rows:
-        try:
-            n = len(templates.encode_dialogue(tokenizer, fmt, row["prompt"], add_generation_prompt=True).input_ids)
-        except MedtuneError as exc:
-            raise MedtuneError(exc.message, where=row["source"], hint=exc.hint) from None
-        if n > max_length:
-            stats["dropped_too_long"] += 1
-            continue
-        kept.append(row)
-    return kept
-
-
 # ------------------------------------------------------------------------------------------ rewards
 
 # "Answer: C", "answer:(C)", "ANSWER：yes", "答案：C", "答案: C" -- the label must stand alone (not "Answer: Cough")
@@ -580,9 +568,13 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # prompts are left-padded to generate
 
     stats = {"prompts": len(rows)}
-    fitted = fit_prompts(rows, tokenizer, fmt, cfg.data.max_length, stats)
+    fitted = preference.fit_prompts(rows, tokenizer, fmt, stats, max_length=cfg.data.max_length,
+                                    truncation=cfg.data.truncation)
+    fitted = [{k: v for k, v in row.items() if k != "prompt_ids"} for row in fitted]  # TRL renders the prompt itself
     if not fitted:
-        raise MedtuneError(f"no prompt fits data.max_length={cfg.data.max_length}", hint="raise data.max_length")
+        raise MedtuneError(f"no prompt fits data.max_length={cfg.data.max_length}",
+                           hint="raise data.max_length, or use data.truncation=keep_end")
+    print(f"data: {preference.fit_summary(stats, 'prompts')}")
     train_rows, val_rows = split_validation(fitted, cfg.data.val_size, cfg.train.seed)
     stats.update(train_prompts=len(train_rows), val_prompts=len(val_rows))
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -641,8 +633,8 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
 def _summary(run_dir: Path, manifest: dict) -> None:
     s, m = manifest["data_stats"], manifest["metrics"]
     print(f"\ngrpo ({manifest['advantage']}) finished in {m['train_runtime_s']} s, {m['steps']} steps")
-    print(f"  data: {s['train_prompts']} train / {s['val_prompts']} held-out prompts; dropped {s['dropped_too_long']}"
-          f" too long")
+    print(f"  data: {s['train_prompts']} train / {s['val_prompts']} held-out prompts")
+    print(f"  {preference.fit_summary(s, 'prompts')}")
     rewards = " + ".join(f"{r['weight']:g} * {r['name']}" for r in manifest["rewards"])
     if "reward_first" in m:
         kl = f"; KL {m['kl_last']:.4f} (peak {m['kl_max']:.4f})" if "kl_last" in m else ""

@@ -44,13 +44,17 @@ class PromptData:
 
     path: one file or a list: preference files (their prompts are used) or prompt-only records
       {"prompt": "..." or [messages]} (docs/data-formats.md).
-    max_prompt_length: prompts longer than this many tokens (with the template) are dropped and counted.
+    max_prompt_length: longest prompt in tokens, template and assistant header included.
+    truncation: a longer prompt is cut (keep_end, default: earlier turns go first, then the start of the
+      question's text; the system message stays while it fits; keep_start: the question keeps its start) or
+      dropped (drop); counted in the summary and data_stats. See data/preference.py cut_prompt.
     max_samples: use only the first N prompts of each file (0 = all).
     system_prompt: a system message added to prompts that have none ("" = none).
     """
 
     path: list[str] = field(default_factory=list)
     max_prompt_length: int = field(default=256, metadata=at_least(1))
+    truncation: Literal["drop", "keep_end", "keep_start"] = "keep_end"
     max_samples: int = field(default=0, metadata=at_least(0))
     system_prompt: str = ""
 
@@ -415,18 +419,16 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
     rm_fmt = templates.resolve_format(rm.tokenizer, rm_manifest.get("model", {}).get("template") or "auto")
     reward = (rm.model.requires_grad_(False), rm.tokenizer, rm_fmt, rm_manifest.get("reward_stats"))
 
-    stats = {"prompts": len(prompts), "dropped_too_long": 0}
-    items = []
-    for p in prompts:
-        ids = templates.encode_dialogue(tokenizer, fmt, p["prompt"], add_generation_prompt=True).input_ids
-        if len(ids) > cfg.data.max_prompt_length:
-            stats["dropped_too_long"] += 1
-            continue
-        items.append({**p, "ids": ids})
+    stats = {"prompts": len(prompts)}
+    fitted = preference.fit_prompts(prompts, tokenizer, fmt, stats, max_length=cfg.data.max_prompt_length,
+                                    truncation=cfg.data.truncation)
+    items = [{**p, "ids": p["prompt_ids"]} for p in fitted]
     if not items:
         raise MedtuneError(f"no prompt fits data.max_prompt_length={cfg.data.max_prompt_length}",
-                           hint="raise data.max_prompt_length")
+                           hint="raise data.max_prompt_length, or use data.truncation=keep_end")
     stats["used"] = len(items)
+    if accelerator.is_main_process:
+        print(f"data: {preference.fit_summary(stats, 'prompts')}")
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
     policy.config.use_cache = True  # generation is most of a PPO step; training forwards pass use_cache=False
@@ -552,8 +554,8 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
 
 def _summary(run_dir: Path, manifest: dict) -> None:
     m, s = manifest["metrics"], manifest["data_stats"]
-    print(f"\nppo finished in {m['train_runtime_s']} s, {m['steps']} steps; {s['used']} prompts "
-          f"({s['dropped_too_long']} too long dropped)")
+    print(f"\nppo finished in {m['train_runtime_s']} s, {m['steps']} steps; {s['used']} prompts")
+    print(f"  {preference.fit_summary(s, 'prompts')}")
     print(f"  reward (RM score, mean of {m['averaged_over_steps']} steps): {m['reward_first']:.3f} -> {m['reward_last']:.3f}; "
           f"KL to the reference {m['kl_last']:.3f} (max {m['kl_max']:.3f}); "
           f"answers that ended their turn {m['ended_share_last']:.0%}")

@@ -62,21 +62,14 @@ def validate(cfg) -> list[str]:
         [f"note: {stats['identical_dropped']} pairs with identical answers dropped"] if stats["identical_dropped"] else [])
 
 
-def encode_pairs(pairs, tokenizer, fmt, max_length: int, stats: dict) -> list[dict]:
-    """Pairs -> {"chosen_ids", "rejected_ids"} (prompt + answer + end-of-turn each); too-long pairs dropped."""
-    rows = []
-    stats.setdefault("dropped_too_long", 0)
-    for pair in pairs:
-        try:
-            p_c, a_c = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"])
-            p_r, a_r = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"])
-        except MedtuneError as exc:
-            raise MedtuneError(exc.message, where=pair["source"], hint=exc.hint) from None
-        if max(len(p_c) + len(a_c), len(p_r) + len(a_r)) > max_length:
-            stats["dropped_too_long"] += 1
-            continue
-        rows.append({"chosen_ids": p_c + a_c, "rejected_ids": p_r + a_r})
-    return rows
+def encode_pairs(pairs, tokenizer, fmt, max_length: int, stats: dict, *, max_prompt_length: int | None = None,
+                 max_answer_length: int | None = None, truncation: str = "keep_end") -> list[dict]:
+    """Pairs -> {"chosen_ids", "rejected_ids"} (prompt + answer + end-of-turn each), made to fit max_length by
+    `truncation` (preference.fit_pairs: cut, or dropped); what happened is counted in `stats`."""
+    fitted = preference.fit_pairs(pairs, tokenizer, fmt, stats, max_length=max_length, truncation=truncation,
+                                  max_prompt_length=max_prompt_length, max_answer_length=max_answer_length)
+    return [{"chosen_ids": f["prompt_ids"] + f["chosen_ids"], "rejected_ids": f["prompt_ids"] + f["rejected_ids"]}
+            for f in fitted]
 
 
 class PairCollator:
@@ -172,9 +165,13 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
     model, tokenizer = loaded.model, loaded.tokenizer
 
     stats["pairs"] = len(pairs)
-    rows = encode_pairs(pairs, tokenizer, fmt, cfg.data.max_length, stats)
+    rows = encode_pairs(pairs, tokenizer, fmt, cfg.data.max_length, stats, truncation=cfg.data.truncation,
+                        max_prompt_length=cfg.data.max_prompt_length, max_answer_length=cfg.data.max_answer_length)
     if not rows:
-        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}", hint="raise data.max_length")
+        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}",
+                           hint="raise data.max_length, or use data.truncation=keep_end")
+    if runs.is_main_process():
+        print(f"data: {preference.fit_summary(stats)}")
     train_rows, val_rows = split_validation(rows, cfg.data.val_size, cfg.train.seed)
     stats.update(train_pairs=len(train_rows), val_pairs=len(val_rows))
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -247,8 +244,9 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
 def _summary(run_dir: Path, manifest: dict) -> None:
     s, m = manifest["data_stats"], manifest["metrics"]
     print(f"\nrm finished in {m['train_runtime_s']} s, {m['steps']} steps")
-    print(f"  data: {s['train_pairs']} train / {s['val_pairs']} held-out pairs; dropped {s['dropped_too_long']} too long,"
-          f" {s['identical_dropped']} with identical answers")
+    print(f"  data: {s['train_pairs']} train / {s['val_pairs']} held-out pairs; {s['identical_dropped']} with identical"
+          f" answers dropped")
+    print(f"  {preference.fit_summary(s)}")
     if "eval_accuracy" in m:
         print(f"  held-out pairwise accuracy {m.get('eval_accuracy_before', math.nan):.3f} -> {m['eval_accuracy']:.3f}; "
               f"mean margin {m.get('eval_margin_before', math.nan):.3f} -> {m['eval_margin']:.3f}; "
