@@ -246,7 +246,7 @@ class Server:
     settings: ServeSettings
     card: dict
     created: int = field(default_factory=lambda: int(time.time()))
-    counts: dict = field(default_factory=lambda: {"completed": 0, "cancelled": 0, "rejected": 0})
+    rejected: int = 0  # requests refused with 503
 
     def defaults(self):
         from medtune.chat import GenerationSettings
@@ -343,10 +343,14 @@ def create_app(server: Server):
 
     @app.get("/health")
     async def health():
-        running, waiting = server.engine.load()
+        engine = server.engine
+        running, waiting = engine.load()
         return {"status": "ok", "model_loaded": True, "model": server.card["id"],
                 "auth_required": bool(settings.api_key), "running": running, "waiting": waiting,
-                "batched": server.engine.batched, **server.counts}
+                "batched": engine.batched, "peak_batch": engine.peak_batch, "decode_steps": engine.steps,
+                "completed": engine.finished["stop"] + engine.finished["length"],
+                "cancelled": engine.finished["cancelled"], "failed": engine.finished["error"],
+                "rejected": server.rejected}
 
     @app.get("/v1/models")
     async def list_models(request: Request):
@@ -374,7 +378,7 @@ def create_app(server: Server):
         try:
             handle = server.engine.submit(prompt, params, sink)
         except QueueFull:
-            server.counts["rejected"] += 1
+            server.rejected += 1
             raise ApiError(503, "the server is busy: every slot and the queue are full; retry shortly",
                            type="server_error", code="server_busy", headers={"Retry-After": "1"}) from None
         cid = "chatcmpl-" + secrets.token_hex(12)
@@ -390,9 +394,6 @@ def create_app(server: Server):
                     if await request.is_disconnected():
                         return None
 
-        def finished(ev: Event) -> None:
-            server.counts["cancelled" if ev.finish_reason == "cancelled" else "completed"] += 1
-
         if not req.stream:
             parts = []
             try:
@@ -406,7 +407,6 @@ def create_app(server: Server):
                         break
             finally:
                 handle.cancel()
-            finished(ev)
             if ev.finish_reason == "error":
                 raise ApiError(500, f"generation failed: {ev.error}", type="server_error")
             usage = {"prompt_tokens": ev.prompt_tokens, "completion_tokens": ev.completion_tokens,
@@ -434,14 +434,12 @@ def create_app(server: Server):
                     if ev is None:
                         return
                     if ev.finish_reason == "error":
-                        finished(ev)
                         err = ApiError(500, f"generation failed: {ev.error}", type="server_error")
                         yield f"data: {json.dumps(err.body())}\n\n"
                         break
                     if ev.delta:
                         yield chunk({"content": ev.delta})
                     if ev.finish_reason is not None:
-                        finished(ev)
                         yield chunk({}, ev.finish_reason)
                         if include_usage:
                             yield chunk(None, usage={"prompt_tokens": ev.prompt_tokens,

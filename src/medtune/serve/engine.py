@@ -121,6 +121,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closing = False
         self.steps = 0  # decode forward passes so far (tests and the benchmark read it)
+        self.peak_batch = 0  # most rows decoded in one forward pass so far
+        self.finished = {"stop": 0, "length": 0, "cancelled": 0, "error": 0}  # requests ended, by reason
 
     # --- submitting --------------------------------------------------------------------------------
 
@@ -288,6 +290,7 @@ class Engine:
                              use_cache=True, **{self._cache_kw: self._cache})
             self._cache = _cache_of(out)
         self.steps += 1
+        self.peak_batch = max(self.peak_batch, len(rows))
         tokens = self._sample(rows, out.logits[:, -1, :].float())
         for i, (req, token) in enumerate(zip(rows, tokens)):
             self._emit(req, token)
@@ -370,6 +373,7 @@ class Engine:
         if req.finished:
             return
         req.finished = True
+        self.finished[reason] = self.finished.get(reason, 0) + 1
         if text is None:
             text = self._text(req) if reason in ("stop", "length") else ""
         delta = text[req.sent_chars:] if len(text) > req.sent_chars else ""
