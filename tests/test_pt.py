@@ -9,6 +9,7 @@ import torch
 from medtune import runs
 from medtune.config import load_config
 from medtune.stages import pt
+from margins import SEED, above, below, lr, train_seed
 from tiny import save_tiny, tiny_llama, tiny_tokenizer
 
 MEDICAL = ["The patient has a fever and a cough. Take paracetamol and rest.",
@@ -26,14 +27,14 @@ def write_text(path, docs, n):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64)
+    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64, seed=SEED)
 
 
 def config(model, out, *extra):
     return load_config(pt.PTConfig, None, [
         f"model.name_or_path={model}", f"output_dir={out}", "data.block_size=64",
-        "train.batch_size=2", "train.learning_rate=2e-2", "train.logging_steps=1", "train.bf16=false",
-        "lora.r=8", *extra,
+        "train.batch_size=2", f"train.learning_rate={lr(2e-2)}", "train.logging_steps=1", "train.bf16=false",
+        "lora.r=8", f"train.seed={train_seed()}", *extra,
     ])
 
 
@@ -102,13 +103,15 @@ data:
   mix_by: examples
   block_size: 64
   val_size: 10
-train: {{max_steps: 25, batch_size: 4, learning_rate: 2.0e-2, eval_steps: 25, logging_steps: 5, bf16: false}}
+train: {{max_steps: 25, batch_size: 4, learning_rate: {lr(2e-2)}, eval_steps: 25, logging_steps: 5, bf16: false,
+        seed: {train_seed()}}}
 output_dir: {tmp_path / 'run'}
 """)
     out = pt.run(load_config(pt.PTConfig, recipe))
     m = runs.read_manifest(out)
     assert m["status"] == "completed" and m["stage"] == "pt" and m["packing"] == "documents"
-    assert m["metrics"]["eval_perplexity"] < 0.7 * m["metrics"]["eval_perplexity_before"]
+    below("eval_perplexity / before", m["metrics"]["eval_perplexity"] / m["metrics"]["eval_perplexity_before"], 0.7,
+          m["metrics"])
     assert any("eval_perplexity" in h for h in m["history"])
     shares = {r["name"]: r for r in m["mixture"]["sources"]}
     docs = shares["medical"]["examples"] + shares["general"]["examples"]
@@ -134,7 +137,7 @@ def test_streaming_resumes_where_it_stopped(tiny_model, tmp_path):
     for step in range(5, 9):
         assert h_b[step] == pytest.approx(h_a[step], rel=1e-4), step
     m = runs.read_manifest(straight)
-    assert m["metrics"]["eval_loss"] < m["metrics"]["eval_loss_before"]
+    below("eval_loss / eval_loss_before", m["metrics"]["eval_loss"] / m["metrics"]["eval_loss_before"], 1.0, m["metrics"])
 
 
 def test_streaming_needs_max_steps_and_a_held_out_count(tiny_model, tmp_path):
@@ -175,8 +178,9 @@ def test_new_vocabulary_starts_at_the_mean_of_its_pieces_and_is_trained(tiny_mod
     emb = loaded.model.get_input_embeddings().weight
     assert emb.shape[0] == len(loaded.tokenizer) == len(tiny_tokenizer()) + 1
     assert loaded.tokenizer.convert_ids_to_tokens(new_id) == " empagliflozin"
-    start = tiny_llama(tiny_tokenizer(), hidden=64).get_input_embeddings().weight[pieces].mean(0).detach()
-    assert not torch.allclose(emb[new_id], start, atol=1e-4)  # trained during PT, and saved with the adapter
+    start = tiny_llama(tiny_tokenizer(), hidden=64, seed=SEED).get_input_embeddings().weight[pieces].mean(0).detach()
+    # trained during PT, and saved with the adapter
+    above("new embedding row moved (max abs change)", float((emb[new_id] - start).abs().max()), 1e-4)
 
 
 def test_missing_words_are_the_frequent_split_ones():

@@ -11,6 +11,7 @@ from medtune import models
 from medtune.config import load_config
 from medtune.data import preference
 from medtune.stages import rm
+from margins import SEED, above, lr, train_seed
 from tiny import TinyGRUConfig, save_tiny, save_tiny_gru, tiny_llama, tiny_tokenizer
 
 QUESTIONS = ["I have a fever.", "My chest hurts.", "I cough at night.", "My head aches.", "I feel thirsty."]
@@ -32,27 +33,29 @@ def write_pairs(path, n=80, seed=0):
 def config(model, data, out, *extra):
     return load_config(rm.RMConfig, None, [
         f"model.name_or_path={model}", f"data.path={data}", f"output_dir={out}", "data.val_size=16",
-        "train.max_steps=40", "train.learning_rate=3e-3", "train.logging_steps=10", *extra])
+        "train.max_steps=40", f"train.learning_rate={lr(3e-3)}", "train.logging_steps=10",
+        f"train.seed={train_seed()}", *extra])
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64)
+    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64, seed=SEED)
 
 
 def test_lora_reward_model_learns_to_rank_held_out_pairs(tiny_model, tmp_path):
-    data = write_pairs(tmp_path / "pairs.jsonl")
+    data = write_pairs(tmp_path / "pairs.jsonl", seed=SEED)
     out = rm.run(config(tiny_model, data, tmp_path / "rm"))
     m = json.loads((out / "medtune.json").read_text())
     assert m["stage"] == "rm" and m["status"] == "completed" and m["adapter"] and m["reward_head"]
-    assert m["metrics"]["eval_accuracy"] > 0.9, m["metrics"]
-    assert m["metrics"]["eval_margin"] > m["metrics"]["eval_margin_before"] + 1.0
+    above("eval_accuracy", m["metrics"]["eval_accuracy"], 0.9, m["metrics"])
+    above("eval_margin gain", m["metrics"]["eval_margin"] - m["metrics"]["eval_margin_before"], 1.0, m["metrics"])
     assert (out / models.REWARD_HEAD_FILE).is_file() and (out / "adapter_model.safetensors").is_file()
     assert {"mean", "std"} <= set(m["reward_stats"])
 
     # the saved run, loaded again (LoRA merged), gives the rewards the trainer measured
     summary = rm.score_file(str(out), str(data))
-    assert summary["accuracy"] > 0.9 and summary["pairs"] == 80
+    assert summary["pairs"] == 80
+    above("score_file accuracy", summary["accuracy"], 0.9, summary)
     loaded = models.load_reward_model(str(out))
     assert not hasattr(loaded.model, "peft_config")
 
@@ -62,12 +65,12 @@ def test_custom_architecture_without_a_classification_class(tmp_path):
 
     with pytest.raises(ValueError, match="Unrecognized configuration class"):
         AutoModelForSequenceClassification.from_config(TinyGRUConfig())
-    model_dir = save_tiny_gru(tmp_path / "gru")
-    data = write_pairs(tmp_path / "pairs.jsonl")
+    model_dir = save_tiny_gru(tmp_path / "gru", seed=SEED)
+    data = write_pairs(tmp_path / "pairs.jsonl", seed=SEED)
     out = rm.run(config(model_dir, data, tmp_path / "rm"))
     metrics = json.loads((out / "medtune.json").read_text())["metrics"]
-    assert metrics["eval_accuracy"] > 0.9, metrics
-    assert rm.score_file(str(out), str(data))["accuracy"] > 0.9
+    above("eval_accuracy", metrics["eval_accuracy"], 0.9, metrics)
+    above("score_file accuracy", rm.score_file(str(out), str(data))["accuracy"], 0.9)
 
 
 def test_full_finetune_reward_model_round_trips(tiny_model, tmp_path):

@@ -11,6 +11,7 @@ from medtune.config import load_config
 from medtune.data import templates
 from medtune.errors import DataError, MedtuneError
 from medtune.stages import sft
+from margins import SEED, above, below, lr, train_seed
 from tiny import save_tiny, tiny_tokenizer
 
 QA = [("I have a fever.", "Rest, drink water, see a doctor."), ("My chest hurts.", "Call an ambulance now."),
@@ -30,7 +31,7 @@ def write_data(path, n=32):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64)
+    return save_tiny(tmp_path_factory.mktemp("m") / "tiny", hidden=64, seed=SEED)
 
 
 def config(tiny_model, data, out, *extra):
@@ -62,14 +63,15 @@ def test_encode_examples_masks_all_but_assistant_turns():
 def test_sft_lora_learns_and_writes_a_self_describing_run(tiny_model, tmp_path):
     data = write_data(tmp_path / "d.jsonl")
     out = sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=30", "data.val_size=4",
-                         "train.eval_steps=30"))
+                         "train.eval_steps=30", f"train.learning_rate={lr(2e-2)}", f"train.seed={train_seed()}"))
     manifest = runs.read_manifest(out)
     assert manifest["status"] == "completed" and manifest["adapter"] and manifest["packing"]
     assert manifest["data"][0]["sha256"] and manifest["data"][0]["records"] == 32
     assert manifest["libraries"]["transformers"]
     losses = [h["loss"] for h in manifest["history"] if "loss" in h]
-    assert losses[-1] < 0.5 * losses[0], losses  # it learns
-    assert manifest["metrics"]["eval_loss"] < manifest["metrics"]["eval_loss_before"]
+    below("last / first training loss", losses[-1] / losses[0], 0.5, losses)  # it learns
+    below("eval_loss / eval_loss_before", manifest["metrics"]["eval_loss"] / manifest["metrics"]["eval_loss_before"],
+          1.0, manifest["metrics"])
     # a PEFT folder: LoRA B matrices start at zero and must have moved
     weights = load_file(out / "adapter_model.safetensors")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())

@@ -105,10 +105,20 @@ def loglik_scores(model, tokenizer, requests: list[Request], *, batch_size: int 
                 results[i] = [last[b, c[0]].item() for c in conts]
                 rows += [(b, i, j) for j, c in enumerate(conts) if len(c) > 1]
             if rows:
-                _rest_of_choices(model, out.past_key_values, mask, rows, encoded, results, pad, device)
+                cache = out["cache"] if "cache" in out else out["past_key_values"]
+                _rest_of_choices(model, cache, mask, rows, encoded, results, pad, device)
             if progress:
                 progress(len(idx))
     return results
+
+
+def cache_argument(model) -> str:
+    """The forward argument that takes a KV cache: `cache` since transformers 5.24 (`past_key_values` warns
+    until 5.40), `past_key_values` in remote-code models written for the older name."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _rest_of_choices(model, cache, ctx_mask, rows, encoded, results, pad, device):
@@ -126,7 +136,8 @@ def _rest_of_choices(model, cache, ctx_mask, rows, encoded, results, pad, device
     mask = torch.cat([ctx_mask, cont_mask], dim=1)
     start = ctx_mask.sum(-1, keepdim=True)
     position_ids = start + torch.arange(width, device=device)[None]
-    out = model(input_ids=inputs, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+    out = model(input_ids=inputs, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                **{cache_argument(model): cache})
     logp = torch.log_softmax(out.logits.float(), -1)
     for r, ((_, i, j), tgt) in enumerate(zip(rows, targets)):
         results[i][j] += logp[r, torch.arange(len(tgt), device=device), torch.tensor(tgt, device=device)].sum().item()

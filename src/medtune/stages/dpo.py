@@ -162,11 +162,11 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
         per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup,
         weight_decay=t.weight_decay, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
-        bf16=bf16_wanted(t.bf16), fp16=t.fp16, gradient_checkpointing=t.gradient_checkpointing,
+        bf16=bf16_wanted(t.bf16), fp16=t.fp16, activation_checkpointing=t.gradient_checkpointing,
         logging_steps=t.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=t.save_steps,
         save_total_limit=t.save_total_limit, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
         seed=t.seed, data_seed=t.seed, use_cpu=not torch.cuda.is_available(), report_to=["tensorboard"],
-        max_length=cfg.data.max_length + 8,  # TRL re-tokenises; pairs were already filtered by our count
+        max_length=cfg.data.max_length + 8,  # TRL re-tokenises pairs we already fitted (preference.fit_pairs)
         dataset_num_proc=None, disable_tqdm=False,
     )
     peft_config = models.peft_lora_config(model, cfg.lora) if cfg.lora.method != "full" else None
