@@ -432,3 +432,27 @@ def test_merged_folder_chat_template_renders_the_ids_medtune_trains_on(tmp_path,
         served = engine_tok(rendered, add_special_tokens=False)["input_ids"]
         trained = templates.encode_dialogue(run_tok, fmt, messages, add_generation_prompt=gen).input_ids
         assert served == trained
+
+
+def test_a_model_without_a_kv_cache_is_served_one_request_at_a_time(tmp_path):
+    from medtune.serve.engine import Engine, SamplingParams, SyncSink
+    from tiny import TinyGRUConfig, TinyGRUForCausalLM
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = TinyGRUForCausalLM(TinyGRUConfig(vocab_size=len(tok), hidden_size=32)).eval()
+    params = SamplingParams(max_new_tokens=12)
+    alone = [Engine(model, tok, [tok.eos_token_id]).run(_ids(tok, p), params).token_ids for p in PROMPTS[:3]]
+    engine = Engine(model, tok, [tok.eos_token_id], max_concurrency=4)
+    sinks = [SyncSink() for _ in range(3)]
+    for p, sink in zip(PROMPTS[:3], sinks):
+        engine.submit(_ids(tok, p), params, sink)
+    while any(s.events.empty() or not list(s.events.queue)[-1].finish_reason for s in sinks):
+        engine.step()
+    assert [list(s.events.queue)[-1].token_ids for s in sinks] == alone
+    assert engine.batched is False and engine.peak_batch == 1
+    with torch.no_grad():  # each step re-reads the whole sequence: the same tokens as a full forward's argmax
+        ids = _ids(tok, PROMPTS[0]) + alone[0][:-1]
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    prompt_len = len(_ids(tok, PROMPTS[0]))
+    assert logits[prompt_len - 1:].argmax(-1).tolist() == alone[0]
