@@ -419,8 +419,17 @@ def test_merged_folder_chat_template_renders_the_ids_medtune_trains_on(tmp_path,
                                              {"role": "assistant", "content": "Rest and drink water."}]}) + "\n")
     run = sft.run(load_config(sft.SFTConfig, None, [
         f"model.name_or_path={base}", f"data.path={data}", f"output_dir={tmp_path / 'run'}", "data.val_size=0",
-        "train.batch_size=1", "train.max_steps=1", "train.bf16=false", "lora.r=4", "train.eval_steps=0"]))
+        "train.batch_size=1", "train.max_steps=1", "train.bf16=false", "lora.r=4", "train.eval_steps=0",
+        "data.system_prompt=You are a careful clinician."]))
     out = merge.merge_lora(run, tmp_path / "merged", quiet=True)
+
+    from medtune.serve.app import model_card  # what /v1/models and the web chat show for these folders
+
+    card = model_card(str(out), str(out))
+    assert card["id"] == "merged" and card["base_model"] == str(base.resolve())
+    assert [(s["stage"], s["run"]) for s in card["stages"]] == [("sft", "run"), ("merge", "merged")]
+    assert card["metrics"]["steps"] == 1 and "train_loss" in card["metrics"]
+    assert card["system_prompt"] == "You are a careful clinician."  # the run's own, used without --system-prompt
 
     engine_tok = AutoTokenizer.from_pretrained(out)  # what vLLM / SGLang load from the folder
     run_tok = AutoTokenizer.from_pretrained(run)
