@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import queue
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,7 +154,6 @@ def baseline(model_spec: str, prompts: list[str], max_tokens: int) -> dict:
         wall = time.perf_counter() - t0
     texts = [tok.decode(o[:-1] if o and o[-1] in cm.stop_ids else o, skip_special_tokens=False) for o in outputs]
     tokens = sum(len(o) for o in outputs)
-    del cm
     return {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": tokens / wall, "texts": texts}
 
 

@@ -1,7 +1,8 @@
 """`medtune chat MODEL_OR_RUN`: talk to a model or a run folder, interactively or with `--prompt`.
 
 Prompts are encoded exactly as in training (medtune.data.templates), so the model sees at inference the
-same tokens it was trained on, and generation stops at the template's end-of-turn token.
+same tokens it was trained on, and generation stops at the template's end-of-turn token. Replies come from
+the engine `medtune serve` batches (medtune.serve.engine), so chat, serve and `eval --health` share one path.
 """
 
 from __future__ import annotations
@@ -81,12 +82,12 @@ def complete(cm: ChatModel, messages: list[dict], settings: GenerationSettings, 
 
     enc = templates.encode_dialogue(cm.tokenizer, cm.fmt, messages, add_generation_prompt=True)
     engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=1, max_queue=0)
-    on_delta = None
-    if stream is not None:
-        def on_delta(text):
-            stream.write(text)
-            stream.flush()
-    final = engine.run(enc.input_ids, sampling_params(settings), on_delta=on_delta)
+
+    def write(text):
+        stream.write(text)
+        stream.flush()
+
+    final = engine.run(enc.input_ids, sampling_params(settings), on_delta=write if stream is not None else None)
     if stream is not None:
         stream.write("\n")
         stream.flush()
