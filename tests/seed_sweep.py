@@ -66,9 +66,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
     ap.add_argument("--jobs", type=int, default=1, help="pytest processes at once, one thread each when > 1")
-    ap.add_argument("-k", dest="only", default="", help="only the learning tests whose id contains this text")
+    ap.add_argument("-k", dest="only", default="", help="only the learning tests whose id contains one of these "
+                                                         "comma-separated texts")
     args = ap.parse_args()
-    tests = [t for t in LEARNING_TESTS if args.only in t]
+    tests = [t for t in LEARNING_TESTS if any(part in t for part in args.only.split(","))]
     threads = 1 if args.jobs > 1 else 2
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [(s, True) for s in range(args.seeds)] + [(0, False)]

@@ -17,9 +17,30 @@ from tiny import save_tiny
 
 QUESTIONS = ["I have a fever.", "My chest hurts.", "I cough at night.", "My head aches.", "I feel thirsty.",
              "My back hurts.", "I cannot sleep.", "I feel dizzy."]
-# "has" is a token of the tiny tokenizer (tests/tiny.py's corpus: "The patient has a fever"); the untrained
-# tiny model puts it in about 1 of 10 sampled 16-token answers, so groups of 8 disagree and GRPO can learn
-KEYWORD = "has"
+
+
+def keyword_said_sometimes(model_dir, share=0.12, answers_per_question=12):
+    """A word (one token of the tiny tokenizer) that the untrained model puts in about `share` of its sampled
+    16-token answers: groups of 8 then disagree, so GRPO has something to learn. Chosen per model, since each
+    seed's random weights favour different tokens (a fixed word is never said under most seeds)."""
+    import re
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    torch.manual_seed(SEED)
+    answers = []
+    for q in QUESTIONS:
+        ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=16,
+                             num_return_sequences=answers_per_question, pad_token_id=tok.pad_token_id)
+        answers += tok.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    tokens = {tok.decode([i]).strip().lower() for i in range(len(tok))}
+    words = {w for a in answers for w in re.findall(r"[a-z]{3,}", a.lower()) if w in tokens}
+    said = {w: sum(grpo.keyword_score(a, [w]) for a in answers) / len(answers) for w in words}
+    return min(sorted(said), key=lambda w: abs(said[w] - share))
 
 
 @pytest.fixture(autouse=True)
@@ -37,16 +58,17 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
+def prompts(tmp_path_factory, tiny_model):
     path = tmp_path_factory.mktemp("d") / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": QUESTIONS[i % 8], "keywords": [KEYWORD]}) + "\n" for i in range(32)))
+    keyword = keyword_said_sometimes(tiny_model)
+    path.write_text("".join(json.dumps({"prompt": QUESTIONS[i % 8], "keywords": [keyword]}) + "\n" for i in range(32)))
     return path
 
 
 def config(model, data, out, *extra):
     return load_config(grpo.GRPOConfig, None, [
         f"model.name_or_path={model}", f"data.path={data}", f"output_dir={out}", "rewards=[keyword]",
-        "num_generations=8", "train.batch_size=16", "max_new_tokens=16", "train.learning_rate=3e-3",
+        "num_generations=8", "train.batch_size=16", "max_new_tokens=16", "train.learning_rate=6e-3",
         "train.logging_steps=1", "train.save_steps=1000", *extra])
 
 
@@ -115,14 +137,14 @@ def test_mcq_prompts_from_the_demo_exam_show_the_options_and_ask_for_the_letter(
 
 
 def test_grpo_raises_a_rule_reward_while_the_kl_stays_bounded(tiny_model, prompts, tmp_path):
-    out = grpo.run(config(tiny_model, prompts, tmp_path / "grpo", "beta=0.1", "train.max_steps=40",
-                          f"train.learning_rate={lr(3e-3)}", f"train.seed={train_seed()}"))
+    out = grpo.run(config(tiny_model, prompts, tmp_path / "grpo", "beta=0.1", "train.max_steps=60",
+                          f"train.learning_rate={lr(6e-3)}", f"train.seed={train_seed()}"))
     m, rewards, kls = rewards_of(out)
     assert m["stage"] == "grpo" and m["status"] == "completed" and m["adapter"] and m["advantage"] == "grpo"
-    assert len(rewards) == 40
+    assert len(rewards) == 60
     # seed margins in docs/testing.md
     below("reward, first 10 steps", mean(rewards[:10]), 0.3, rewards)
-    above("reward, last 10 steps", mean(rewards[-10:]), 0.55, rewards)
+    above("reward gain, last 10 steps over first 10", mean(rewards[-10:]) - mean(rewards[:10]), 0.35, rewards)
     assert mean(kls[-10:]) > 0, kls
     below("kl, mean of last 10 steps", mean(kls[-10:]), 2.0, kls)
     below("kl, peak", max(kls), 4.0, kls)
@@ -133,12 +155,12 @@ def test_grpo_raises_a_rule_reward_while_the_kl_stays_bounded(tiny_model, prompt
 def test_rloo_raises_the_reward_too(tiny_model, prompts, tmp_path):
     # RLOO subtracts beta * (summed per-token log-ratio) from each answer's reward: a small beta
     out = grpo.run(config(tiny_model, prompts, tmp_path / "rloo", "advantage=rloo", "beta=0.02", "train.max_steps=40",
-                          f"train.learning_rate={lr(3e-3)}", f"train.seed={train_seed()}"))
+                          f"train.learning_rate={lr(6e-3)}", f"train.seed={train_seed()}"))
     m, rewards, kls = rewards_of(out)
     assert m["advantage"] == "rloo"
     # seed margins in docs/testing.md; KL is the first-order estimate, per token
     below("reward, first 10 steps", mean(rewards[:10]), 0.3, rewards)
-    above("reward, last 10 steps", mean(rewards[-10:]), 0.55, rewards)
+    above("reward gain, last 10 steps over first 10", mean(rewards[-10:]) - mean(rewards[:10]), 0.35, rewards)
     below("kl, mean of last 10 steps", mean(kls[-10:]), 2.5, kls)
 
 

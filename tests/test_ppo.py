@@ -8,10 +8,10 @@ import torch
 
 from medtune.cli import main
 from medtune.config import load_config
-from medtune.stages import ppo, rm
-from test_rm import config as rm_config
+from medtune.stages import ppo, rm, sft
 from margins import SEED, above, below, lr, train_seed
-from test_rm import write_pairs
+from test_rm import QUESTIONS, write_pairs
+from test_rm import config as rm_config
 from tiny import save_tiny
 
 
@@ -84,26 +84,53 @@ def setup(tmp_path_factory):
     return model, pairs, reward_model
 
 
-def config(setup, out, *extra):
+def config(setup, out, *extra, policy=None):
     model, pairs, reward_model = setup
     return load_config(ppo.PPOConfig, None, [
-        f"model.name_or_path={model}", f"reward_model={reward_model}", f"data.path={pairs}", f"output_dir={out}",
-        "sampling.max_new_tokens=8", f"train.learning_rate={lr(1e-3)}", "train.normalize_reward=false",
+        f"model.name_or_path={policy or model}", f"reward_model={reward_model}", f"data.path={pairs}",
+        f"output_dir={out}", "sampling.max_new_tokens=8", f"train.learning_rate={lr(1e-3)}",
         f"train.seed={train_seed()}", *extra])
 
 
-def test_reward_rises_and_the_kl_penalty_holds_the_policy_near_the_reference(setup, tmp_path):
-    loose = ppo.run(config(setup, tmp_path / "loose", "train.steps=60", "train.kl_coef=0.05"))
-    m = json.loads((loose / "medtune.json").read_text())
+@pytest.fixture(scope="module")
+def policy(setup, tmp_path_factory):
+    """An SFT run that ends its answers half the time as the reward model's chosen pairs do and half as its
+    rejected ones: a choice PPO can learn whatever the seed. (From the untouched random model the reward does
+    not rise above a frozen policy's in 60 steps on most seeds; docs/testing.md.)"""
+    root = tmp_path_factory.mktemp("sft")
+    data = root / "sft.jsonl"
+    endings = ["Call an ambulance now.", "Hello, how are you?"]  # the chosen and rejected endings of write_pairs
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]},
+                                                     {"role": "assistant", "content": endings[i // 5 % 2]}]}) + "\n"
+                            for i in range(40)))
+    return sft.run(load_config(sft.SFTConfig, None, [
+        f"model.name_or_path={setup[0]}", f"data.path={data}", f"output_dir={root / 'run'}", "train.batch_size=4",
+        f"train.learning_rate={lr(1e-2)}", "train.max_steps=20", "lora.r=8", "train.bf16=false",
+        f"train.seed={train_seed()}"]))
+
+
+def last10(manifest, key):
+    return sum(h[key] for h in manifest["history"][-10:]) / 10
+
+
+def test_reward_rises_and_the_kl_penalty_holds_the_policy_near_the_reference(setup, policy, tmp_path):
+    def train(name, *extra):
+        out = ppo.run(config(setup, tmp_path / name, "train.steps=60", *extra, policy=policy))
+        return out, json.loads((out / "medtune.json").read_text())
+
+    loose, m = train("loose", "train.kl_coef=0.05")
     assert m["stage"] == "ppo" and m["status"] == "completed" and m["adapter"]
-    h, metrics = m["history"], m["metrics"]
-    assert h[0]["kl"] == 0.0  # the first rollout comes from the untouched policy = the reference, exactly
-    above("reward gain", metrics["reward_last"] - metrics["reward_first"], 0.8, metrics)
-    below("kl_max", metrics["kl_max"], 12, metrics)
-    tight = ppo.run(config(setup, tmp_path / "tight", "train.steps=60", "train.kl_coef=1.0"))
-    tight_metrics = json.loads((tight / "medtune.json").read_text())["metrics"]
+    assert m["history"][0]["kl"] == 0.0  # the first rollout comes from the untouched policy = the reference, exactly
+    # the control: the same prompts and sampling with the update switched off
+    _, frozen = train("frozen", "train.kl_coef=0.05", "train.learning_rate=1e-12")
+    # rewards in units of the reward model's spread (normalize_reward), so every seed's reward model compares
+    above("reward over the frozen policy's, last 10 steps", last10(m, "reward_used") - last10(frozen, "reward_used"),
+          0.15, m["metrics"])
+    below("kl, mean of last 10 steps", last10(m, "kl"), 8, m["metrics"])
+    below("kl, peak", m["metrics"]["kl_max"], 15, m["metrics"])
+    _, tight = train("tight", "train.kl_coef=1.0")
     # a stronger penalty keeps the policy closer
-    below("kl_last tight - loose", tight_metrics["kl_last"] - metrics["kl_last"], 0, (tight_metrics, metrics))
+    below("kl of kl_coef 1 minus kl of kl_coef 0.05, last 10 steps", last10(tight, "kl") - last10(m, "kl"), 0)
     assert (loose / "adapter_model.safetensors").is_file() and (loose / "value_head.safetensors").is_file()
 
 
