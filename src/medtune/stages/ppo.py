@@ -496,8 +496,8 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
-                    parts["pg_loss"].append(float(pg_loss))
-                    parts["vf_loss"].append(float(vf_loss))
+                    parts["pg_loss"].append(pg_loss.detach().item())
+                    parts["vf_loss"].append(vf_loss.detach().item())
                     parts["clipfrac"].append(diag["clipfrac"])
                     parts["approx_kl"].append(diag["approx_kl"])
             metrics = {
