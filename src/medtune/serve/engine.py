@@ -362,7 +362,10 @@ class Engine:
         if ready > req.sent_chars:
             delta = text[req.sent_chars:ready]
             req.sent_chars = ready
-            req.sink(Event(delta=delta))
+            try:
+                req.sink(Event(delta=delta))
+            except Exception:  # its reader is gone (e.g. the server's event loop closed): stop generating for it
+                req.cancel()
         return False
 
     def _text(self, req: Request) -> str:
