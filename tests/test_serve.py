@@ -381,19 +381,16 @@ def test_engine_queue_full_and_cancel(tiny_model):
     assert list(first.events.queue)[-1].finish_reason == "cancelled" and engine.load() == (1, 0)
 
 
-def test_stop_string_text_is_held_back_while_it_may_still_match():
-    from medtune.serve.engine import Engine, SamplingParams, SyncSink
+def test_stop_string_text_is_held_back_while_it_may_still_match(tiny_model):
+    from medtune.serve.engine import Engine, Request, SamplingParams, SyncSink
 
-    tok = tiny_tokenizer()
-    engine = Engine.__new__(Engine)  # only the text path: no model needed
-    engine.tokenizer, engine.stop_ids, engine.max_context = tok, {tok.eos_token_id}, 10_000
+    model, tok = tiny_model
+    engine = Engine(model, tok, [tok.eos_token_id])  # fed tokens by hand below: only the text path runs
     sink = SyncSink()
-    from medtune.serve.engine import Request
-
     req = Request([1], SamplingParams(max_new_tokens=100, stop=("fever and",)), sink)
     pieces = tok("The patient has a fever and a cough.", add_special_tokens=False)["input_ids"]
     for t in pieces:
-        if Engine._emit(engine, req, t):
+        if engine._emit(req, t):
             break
     events = list(sink.events.queue)
     assert "".join(e.delta for e in events) == "The patient has a "
