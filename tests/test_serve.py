@@ -462,3 +462,29 @@ def test_a_model_without_a_kv_cache_is_served_one_request_at_a_time(tmp_path):
         logits = model(input_ids=torch.tensor([ids])).logits[0]
     prompt_len = len(_ids(tok, PROMPTS[0]))
     assert logits[prompt_len - 1:].argmax(-1).tolist() == alone[0]
+
+
+def test_while_the_model_loads_health_says_so_and_completions_get_503(tmp_path):
+    import uvicorn
+
+    from medtune.serve.app import Server, ServeSettings, bind, create_app
+    from serving import Live
+
+    sock = bind("127.0.0.1", 0)
+    server = Server(None, None, ServeSettings(), {"id": "m", "base_model": "b", "stages": [], "metrics": {}})
+    web = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning"))
+    thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        live = Live(None, "127.0.0.1", sock.getsockname()[1], tmp_path, [])
+        wait_until(lambda: web.started, "the web server to start")
+        status, _, health = request(live, "GET", "/health")
+        assert status == 200 and health["status"] == "loading" and health["model_loaded"] is False
+        status, headers, out = request(live, "POST", "/v1/chat/completions", OK)
+        assert status == 503 and out["error"]["code"] == "model_loading" and headers.get("retry-after") == "5"
+        assert request(live, "GET", "/v1/models")[0] == 200  # the card is known before the weights load
+    finally:
+        web.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+    assert not thread.is_alive()

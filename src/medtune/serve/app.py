@@ -23,6 +23,7 @@ import json
 import secrets
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,14 +240,21 @@ def check_messages(messages: list[Message]) -> list[dict]:
 
 @dataclass
 class Server:
-    """What the app serves: the loaded chat model, its engine, the settings and the model card."""
+    """What the app serves: the chat model and its engine (None while the model loads), the settings and the
+    model card."""
 
-    cm: object
-    engine: Engine
+    cm: object | None
+    engine: Engine | None
     settings: ServeSettings
     card: dict
     created: int = field(default_factory=lambda: int(time.time()))
     rejected: int = 0  # requests refused with 503
+
+    def ready(self) -> Engine:
+        if self.engine is None:
+            raise ApiError(503, "the model is still loading; retry shortly", type="server_error",
+                           code="model_loading", headers={"Retry-After": "5"})
+        return self.engine
 
     def defaults(self):
         from medtune.chat import GenerationSettings
@@ -344,10 +352,13 @@ def create_app(server: Server):
     @app.get("/health")
     async def health():
         engine = server.engine
+        state = {"status": "ok" if engine else "loading", "model_loaded": engine is not None,
+                 "model": server.card["id"], "auth_required": bool(settings.api_key)}
+        if engine is None:
+            return state
         running, waiting = engine.load()
-        return {"status": "ok", "model_loaded": True, "model": server.card["id"],
-                "auth_required": bool(settings.api_key), "running": running, "waiting": waiting,
-                "batched": engine.batched, "peak_batch": engine.peak_batch, "decode_steps": engine.steps,
+        return {**state, "running": running, "waiting": waiting, "batched": engine.batched,
+                "peak_batch": engine.peak_batch, "decode_steps": engine.steps,
                 "completed": engine.finished["stop"] + engine.finished["length"],
                 "cancelled": engine.finished["cancelled"], "failed": engine.finished["error"],
                 "rejected": server.rejected}
@@ -365,6 +376,7 @@ def create_app(server: Server):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
+        engine = server.ready()
         req = parse_request(await read_body(request))
         messages = check_messages(req.messages)
         params = server.sampling(req)
@@ -376,7 +388,7 @@ def create_app(server: Server):
             loop.call_soon_threadsafe(events.put_nowait, ev)
 
         try:
-            handle = server.engine.submit(prompt, params, sink)
+            handle = engine.submit(prompt, params, sink)
         except QueueFull:
             server.rejected += 1
             raise ApiError(503, "the server is busy: every slot and the queue are full; retry shortly",
@@ -492,32 +504,53 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def main(spec: str, settings: ServeSettings) -> int:
-    """Check the settings, bind, load the model, start the engine, serve until Ctrl-C."""
+    """Check the settings, bind, then serve while the model loads (`/health` says when it is ready; completions
+    get 503 until then), start the engine, and serve until Ctrl-C. The startup lines print once it is ready."""
     import uvicorn
 
-    from medtune import chat, models
-
     check_settings(settings)
+    from medtune import models
+
     resolved = models.resolve(spec)
     sock = bind(settings.host, settings.port)
+    server = Server(None, None, settings, model_card(spec, resolved))
+    config = uvicorn.Config(create_app(server), log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    web = uvicorn.Server(config)
+    failed: list[MedtuneError] = []
+    loader = threading.Thread(target=_load, args=(spec, server, sock, web, failed), name="medtune-load", daemon=True)
+    loader.start()
     try:
-        cm = chat.load_chat_model(spec, template=settings.template, trust_remote_code=settings.trust_remote_code)
-        engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=settings.max_concurrency,
-                        max_queue=settings.max_queue).start()
-        server = Server(cm, engine, settings, model_card(spec, resolved))
-        app = create_app(server)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"medtune serve: http://{shown}:{port}/  (web chat at /, OpenAI API at /v1)", flush=True)
-        chain = " -> ".join(s["stage"] for s in server.card["stages"]) or "no medtune stages"
-        print(f"model: {server.card['id']} (base {server.card['base_model']}; {chain}); "
-              f"{settings.max_concurrency} requests batched, {settings.max_queue} may wait; "
-              f"API key {'required' if settings.api_key else 'off (loopback only)'}", flush=True)
-        print(f"note: {NOT_MEDICAL_ADVICE}", flush=True)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-        uvicorn.Server(config).run(sockets=[sock])
+        web.run(sockets=[sock])
     finally:
         sock.close()
-        if "engine" in locals():
-            engine.close()
+        if server.engine is not None:
+            server.engine.close()
+    if failed:
+        raise failed[0]
     return 0
+
+
+def _load(spec: str, server: Server, sock, web, failed: list) -> None:
+    """Load the model and start the engine beside the running web server; on failure, stop the server."""
+    from medtune import chat
+
+    settings = server.settings
+    try:
+        cm = chat.load_chat_model(spec, template=settings.template, trust_remote_code=settings.trust_remote_code)
+        server.cm = cm
+        server.engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=settings.max_concurrency,
+                               max_queue=settings.max_queue).start()
+    except Exception as exc:  # MedtuneError as it is; anything else a library raised, on one line
+        failed.append(exc if isinstance(exc, MedtuneError) else
+                      MedtuneError(f"could not load the model: {type(exc).__name__}: {exc}", where=spec))
+        web.should_exit = True
+        return
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    card = server.card
+    chain = " -> ".join(s["stage"] for s in card["stages"]) or "no medtune stages"
+    print(f"medtune serve: http://{shown}:{port}/  (web chat at /, OpenAI API at /v1)", flush=True)
+    print(f"model: {card['id']} (base {card['base_model']}; {chain}); {settings.max_concurrency} requests batched, "
+          f"{settings.max_queue} may wait; API key {'required' if settings.api_key else 'off (loopback only)'}",
+          flush=True)
+    print(f"note: {NOT_MEDICAL_ADVICE}", flush=True)
