@@ -39,13 +39,19 @@ def cmd_stage(ns) -> int:
     return 0
 
 
-def cmd_rm_score(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="medtune rm score", description="score answers with a trained reward model")
+def rm_score_parser() -> argparse.ArgumentParser:
+    from medtune.config import CommandParser, int_option
+
+    p = CommandParser(prog="medtune rm score", description="score answers with a trained reward model")
     p.add_argument("run", help="a folder written by `medtune rm`")
     p.add_argument("file", help="a preference file (scores chosen and rejected) or a dialogue file (its last answer)")
     p.add_argument("-o", "--output", help="write one JSON line of rewards per record here")
-    p.add_argument("--batch-size", type=int, default=8)
-    ns = p.parse_args(args)
+    p.add_argument("--batch-size", type=int_option(1), default=8)
+    return p
+
+
+def cmd_rm_score(args: list[str]) -> int:
+    ns = rm_score_parser().parse_args(args)
     from medtune.stages import rm
 
     summary = rm.score_file(ns.run, ns.file, ns.output, ns.batch_size)
@@ -249,8 +255,11 @@ def cmd_demo(ns) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from medtune import NOT_MEDICAL_ADVICE, __version__
+    from medtune.config import SEED_LIMIT, CommandParser, float_option, int_option, text_option
 
-    p = argparse.ArgumentParser(prog="medtune", description="Turn an open LLM into a medical model.",
+    count, positive, seed = int_option(0), int_option(1), int_option(0, SEED_LIMIT)  # every numeric option is checked
+    share = float_option(0, 1)
+    p = CommandParser(prog="medtune", description="Turn an open LLM into a medical model.",
                                 epilog=NOT_MEDICAL_ADVICE)
     p.add_argument("--version", action="version", version=f"medtune {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -281,28 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue"])
     dn.add_argument("--mode", default="line", choices=["line", "paragraph"], help=".txt: one document per line or per paragraph")
     dn.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca"], help="dialogue format")
-    dn.add_argument("--min-chars", type=int, metavar="N", default=20, help="default 20")
-    dn.add_argument("--max-chars", type=int, metavar="N", default=100_000, help="default 100000")
-    dn.add_argument("--min-useful", type=float, metavar="SHARE", default=0.8, help="least share of letters/digits/punctuation (default 0.8)")
-    dn.add_argument("--max-replacement-chars", type=int, metavar="N", default=0, help="most U+FFFD characters (default 0)")
-    dn.add_argument("--max-repeated-lines", type=float, metavar="SHARE", default=0.3, help="most share of repeated lines (default 0.3)")
-    dn.add_argument("--max-repeated-ngrams", type=float, metavar="SHARE", default=0.4, help="most share of repeated n-grams (default 0.4)")
-    dn.add_argument("--ngram", type=int, metavar="N", default=5, help="n-gram size: words in Latin text, characters in CJK (default 5)")
-    dn.add_argument("--near-dup-threshold", type=float, metavar="J", default=0.8, help="Jaccard similarity (default 0.8)")
-    dn.add_argument("--num-perm", type=int, metavar="N", default=128, help="MinHash permutations (default 128)")
+    dn.add_argument("--min-chars", type=count, metavar="N", default=20, help="default 20")
+    dn.add_argument("--max-chars", type=positive, metavar="N", default=100_000, help="default 100000")
+    dn.add_argument("--min-useful", type=share, metavar="SHARE", default=0.8, help="least share of letters/digits/punctuation (default 0.8)")
+    dn.add_argument("--max-replacement-chars", type=count, metavar="N", default=0, help="most U+FFFD characters (default 0)")
+    dn.add_argument("--max-repeated-lines", type=share, metavar="SHARE", default=0.3, help="most share of repeated lines (default 0.3)")
+    dn.add_argument("--max-repeated-ngrams", type=share, metavar="SHARE", default=0.4, help="most share of repeated n-grams (default 0.4)")
+    dn.add_argument("--ngram", type=positive, metavar="N", default=5, help="n-gram size: words in Latin text, characters in CJK (default 5)")
+    dn.add_argument("--near-dup-threshold", type=float_option(0, 1, low_open=True), metavar="J", default=0.8, help="Jaccard similarity (default 0.8)")
+    dn.add_argument("--num-perm", type=int_option(1, 4096), metavar="N", default=128, help="MinHash permutations (default 128, at most 4096)")
     dn.add_argument("--no-near-dup", action="store_true", help="skip the near-duplicate step")
     dn.add_argument("--deid", action="store_true", help="replace PHI with [TYPE] placeholders (docs/deid.md)")
     dn.add_argument("--deid-types", metavar="TYPES", help="comma-separated PHI types to replace, e.g. EMAIL,PHONE (implies --deid)")
-    dn.add_argument("--seed", type=int, default=0)
+    dn.add_argument("--seed", type=seed, default=0)
     ds = dsub.add_parser("stats", help="sizes, token lengths, truncation, duplicates and languages of data files")
     ds.add_argument("files", nargs="+", metavar="FILE", help="text, dialogue or preference files")
     ds.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model/tokenizer folder, a run, a .gguf, a hub id, or none")
-    ds.add_argument("--max-length", type=int, metavar="N", default=1024, help="report the share longer than N tokens (default 1024)")
+    ds.add_argument("--max-length", type=positive, metavar="N", default=1024, help="report the share longer than N tokens (default 1024)")
     ds.add_argument("--out", default="stats", metavar="DIR", help="folder for stats.json and the histograms (default stats/)")
     ds.add_argument("--kind", default="auto", choices=["auto", "text", "dialogue", "preference"])
     ds.add_argument("--truncation", default="keep_end", choices=["keep_end", "keep_start", "drop"], help="preference files: what rm/dpo would do with a longer pair (default keep_end)")
-    ds.add_argument("--max-prompt-length", type=int, metavar="N", help="preference files: as data.max_prompt_length (default: derived from --max-length)")
-    ds.add_argument("--max-answer-length", type=int, metavar="N", help="preference files: as data.max_answer_length (default: what the prompt leaves)")
+    ds.add_argument("--max-prompt-length", type=positive, metavar="N", help="preference files: as data.max_prompt_length (default: derived from --max-length)")
+    ds.add_argument("--max-answer-length", type=positive, metavar="N", help="preference files: as data.max_answer_length (default: what the prompt leaves)")
     ds.add_argument("--mode", default="line", choices=["line", "paragraph"])
     db = dsub.add_parser("from-benchmark", help="turn a benchmark's training split into SFT dialogues")
     db.add_argument("task", help="pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu or mcq")
@@ -312,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     dw = dsub.add_parser("vocab", help="the frequent corpus words a tokenizer splits into several pieces (candidates for new tokens)")
     dw.add_argument("files", nargs="+", metavar="FILE", help="pretraining text (.txt / .jsonl)")
     dw.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model folder, a run, a .gguf or a hub id")
-    dw.add_argument("--top", type=int, default=100, help="how many words (default 100)")
-    dw.add_argument("--min-count", type=int, default=5, help="a word must occur this often (default 5)")
+    dw.add_argument("--top", type=positive, default=100, help="how many words (default 100)")
+    dw.add_argument("--min-count", type=positive, default=5, help="a word must occur this often (default 5)")
     dw.add_argument("--mode", default="line", choices=["line", "paragraph"], help=".txt documents per line or per paragraph")
     dw.add_argument("--out", metavar="WORDS.txt", help="write the words, one per line, for vocab.words in a PT recipe")
     d.set_defaults(func=cmd_data)
@@ -340,14 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("chat", help="chat with a model or a run folder (answers are not medical advice)")
     c.add_argument("model", nargs="?", default="default", help="default, a run folder, an HF folder, a .gguf file or a hub id")
-    c.add_argument("--prompt", help="answer this one message and exit")
+    c.add_argument("--prompt", type=text_option, help="answer this one message and exit")
     c.add_argument("--system", help="a system message")
     c.add_argument("--template", help="override the chat template (default: the run's or the tokenizer's)")
-    c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    c.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
-    c.add_argument("--max-new-tokens", type=int, default=256, help="default 256")
-    c.add_argument("--repetition-penalty", type=float, default=1.1, help="1.0 = off (default 1.1)")
-    c.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (default 0 = off)")
+    c.add_argument("--temperature", type=float_option(0), default=0.7, help="0 = greedy (default 0.7)")
+    c.add_argument("--top-p", type=float_option(0, 1, low_open=True), default=0.9, help="nucleus sampling (default 0.9)")
+    c.add_argument("--max-new-tokens", type=positive, default=256, help="default 256")
+    c.add_argument("--repetition-penalty", type=float_option(0, low_open=True), default=1.1, help="1.0 = off (default 1.1)")
+    c.add_argument("--no-repeat-ngram-size", type=count, default=0, help="forbid repeating n-grams of this size (default 0 = off)")
     c.add_argument("--trust-remote-code", action="store_true")
     c.set_defaults(func=cmd_chat)
 
@@ -357,13 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need an API key)")
     sv.add_argument("--port", type=int, default=8000, help="default 8000; 0 = any free port")
     sv.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (default: $MEDTUNE_API_KEY)")
-    sv.add_argument("--max-concurrency", type=int, default=8, help="requests generated together in one batch (default 8)")
-    sv.add_argument("--max-queue", type=int, default=32, help="requests that may wait for a batch slot; more get 503 (default 32)")
-    sv.add_argument("--max-input-tokens", type=int, default=2048, help="longest prompt, template included (default 2048)")
-    sv.add_argument("--max-tokens", type=int, default=512, help="default and upper limit of max_tokens (default 512)")
+    sv.add_argument("--max-concurrency", type=positive, default=8, help="requests generated together in one batch (default 8)")
+    sv.add_argument("--max-queue", type=count, default=32, help="requests that may wait for a batch slot; more get 503 (default 32)")
+    sv.add_argument("--max-input-tokens", type=positive, default=2048, help="longest prompt, template included (default 2048)")
+    sv.add_argument("--max-tokens", type=positive, default=512, help="default and upper limit of max_tokens (default 512)")
     sv.add_argument("--system-prompt", help="system message for requests without one (default: the run's own, if any)")
     sv.add_argument("--template", help="override the chat template (default: the run's or the tokenizer's)")
-    sv.add_argument("--timeout", type=float, default=600, help="seconds a reply may run; then it ends as 'length' (default 600)")
+    sv.add_argument("--timeout", type=float_option(0, low_open=True), default=600, help="seconds a reply may run; then it ends as 'length' (default 600)")
     sv.add_argument("--trust-remote-code", action="store_true")
     sv.set_defaults(func=cmd_serve)
 
@@ -374,19 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")
     e.add_argument("--file", action="append", metavar="TASK=PATH", help="the file of one task (repeatable)")
     e.add_argument("--setting", default="reasoning_required", help="PubMedQA: reasoning_required (default) or reasoning_free")
-    e.add_argument("--shots", type=int, default=0, help="solved examples before each question (default 0)")
-    e.add_argument("--limit", type=int, default=0, help="a seeded random sample of N items per task (0 = all)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--shots", type=count, default=0, help="solved examples before each question (default 0)")
+    e.add_argument("--limit", type=count, default=0, help="a seeded random sample of N items per task (0 = all)")
+    e.add_argument("--seed", type=seed, default=0)
     e.add_argument("--mode", default="loglik", choices=["loglik", "generate"], help="log-likelihood of each choice (default) or chat generation + answer extraction")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--max-new-tokens", type=int, default=32, help="generate mode (default 32)")
+    e.add_argument("--batch-size", type=positive, default=8)
+    e.add_argument("--max-new-tokens", type=positive, default=32, help="generate mode (default 32)")
     e.add_argument("--general-text", action="append", metavar="FILE", help="perplexity on a general text file (repeatable)")
     e.add_argument("--text-mode", default="line", choices=["line", "paragraph"], help="documents per line or paragraph in .txt")
     e.add_argument("--health", action="store_true", help="generation health: repetition, self-questioning, leaks, stopping")
     e.add_argument("--prompts", help="prompt file for --health (default: the bundled medical + general set)")
-    e.add_argument("--health-repetition-penalty", type=float, default=1.1,
+    e.add_argument("--health-repetition-penalty", type=float_option(0, low_open=True), default=1.1,
                    help="--health generates greedily with this penalty (default 1.1, as medtune chat; 1.0 = off: the model's raw habits)")
-    e.add_argument("--health-max-new-tokens", type=int, default=512, help="--health answer length cap (default 512)")
+    e.add_argument("--health-max-new-tokens", type=positive, default=512, help="--health answer length cap (default 512)")
     e.add_argument("--health-langs", help="--health: only prompts in these languages, e.g. en or en,zh (default: all)")
     e.add_argument("--template", help="chat template override for generate mode and --health")
     e.add_argument("--trust-remote-code", action="store_true")
@@ -397,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the whole chain (PT, SFT, DPO, averaging, evaluation) on the embedded default, "
                         "ending in a before/after table and an HTML report")
     dm.add_argument("--output-dir", default="runs/demo")
-    dm.add_argument("--max-steps", type=int, default=None, help="cap every training step (default: the recipe's)")
+    dm.add_argument("--max-steps", type=positive, default=None, help="cap every training step (default: the recipe's)")
     dm.add_argument("--resume", action="store_true", help="continue an interrupted demo: skip finished steps")
     dm.add_argument("--model", default="default", help="start from this model instead of the embedded default "
                     "(a local folder, run folder or hub id)")
@@ -412,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     # TRL's and PEFT's internals read `is_gradient_checkpointing`, which transformers 5.24 deprecated: not the
     # user's to act on (medtune's own calls are kept off deprecated names by the test suite, docs/testing.md)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    ns = build_parser().parse_args(argv)
     try:
+        ns = build_parser().parse_args(argv)
         return ns.func(ns)
+    except SystemExit as exc:  # --help, --version, or a bad option (`merge` and `rm score` parse their own), printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except MedtuneError as exc:
         _error_line(str(exc))
         return exc.exit_code

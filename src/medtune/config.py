@@ -8,10 +8,14 @@ then against the field's range where its metadata holds one:
 
 An error names where the value came from: `recipe.yaml:LINE: field 'train.batch_size'`, or the override
 `train.batch_size=0` given on the command line.
+
+Command-line options are checked the same way: `int_option`/`float_option` are argparse `type=` checkers with a
+range, and `CommandParser` reports a bad option on one line with exit code 2, as a bad recipe key is.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
@@ -48,6 +52,79 @@ def above(low) -> dict:
 
 def one_of(*choices) -> dict:
     return check(lambda v: v in choices, "one of: " + ", ".join(map(str, choices)))
+
+
+# --------------------------------------------------------------------------- command-line options
+
+INT_LIMIT = 2**31 - 1  # a larger count overflows tokenizers' and torch's 32-bit indices; no option needs one
+SEED_LIMIT = 2**32 - 1  # numpy's seeds stop here
+
+
+def _bounds(low, high, low_open: bool, high_open: bool) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'more than' if low_open else 'at least'} {low:g}")
+    if high is not None:
+        parts.append(f"{'below' if high_open else 'at most'} {high:g}")
+    return " and ".join(parts)
+
+
+def int_option(low: int, high: int = INT_LIMIT):
+    """An argparse `type=` for an integer option in [low, high]; anything else is refused on one line."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low} (got {value})")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high} (got {value})")
+        return value
+
+    parse.bounds = (low, high)  # read by the test that every numeric option is checked
+    return parse
+
+
+def float_option(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False):
+    """An argparse `type=` for a finite number in the given range (open ends with `low_open`/`high_open`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad = not math.isfinite(value)
+        bad = bad or (low is not None and (value <= low if low_open else value < low))
+        bad = bad or (high is not None and (value >= high if high_open else value > high))
+        if bad:
+            rule = _bounds(low, high, low_open, high_open)
+            raise argparse.ArgumentTypeError(f"must be a finite number{' ' + rule if rule else ''} (got {text})")
+        return value
+
+    parse.bounds = (low, high)
+    return parse
+
+
+def text_option(text: str) -> str:
+    """An argparse `type=` for text that must not be blank (a message: the data contract forbids empty turns)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+text_option.bounds = None
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (`medtune: error: --shots must be at least 0 (got -1) ...`) and
+    exit code 2, like every other user error; subcommands inherit it."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument (?:-[\w-]+/)*(-[\w-]+): ", r"\1 ", message)  # -o/--output: --output
+        self.exit(2, f"medtune: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _error(key: str, message: str, hint: str | None = None, *, key_in_message: bool = False) -> ConfigError:

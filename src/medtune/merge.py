@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from medtune import models, runs
+from medtune.config import CommandParser, float_option, int_option
 from medtune.errors import MedtuneError
 
 SHARD_BYTES = 2 * 1024**3  # an output shard is written once the pending tensors pass this (bytes)
@@ -849,19 +850,36 @@ def _sweep_summary(result: dict, out_dir: Path) -> None:
 
 
 def _size(text: str) -> int:
-    """`2GB`, `500MB`, `64KB` or a number of bytes."""
+    """`2GB`, `500MB`, `64KB` or a number of bytes (at least 1)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*", text, re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2GB, 500MB)")
     unit = (match.group(2) or "B").upper().rstrip("B").rstrip("I")
-    return int(float(match.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit])
+    size = int(float(match.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte (got {text!r})")
+    return size
 
 
-def _numbers(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+_size.bounds = (1, None)
+
+
+def _numbers(low: float, high: float | None):
+    """An argparse `type=` for comma-separated finite numbers in [low, high]."""
+
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+        for v in values:
+            if not math.isfinite(v) or v < low or (high is not None and v > high):
+                rule = f"between {low:g} and {high:g}" if high is not None else f"finite and at least {low:g}"
+                raise argparse.ArgumentTypeError(f"must hold numbers {rule} (got {text})")
+        return values
+
+    parse.bounds = (low, high)
+    return parse
 
 
 def _names(text: str | None) -> list[str]:
@@ -873,8 +891,8 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                    "unless --file mcq=PATH)")
     p.add_argument("--file", action="append", metavar="TASK=PATH", help="the file of one task (repeatable)")
     p.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")
-    p.add_argument("--limit", type=int, default=0, help="a seeded random sample of N items per task (0 = all)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int_option(0), default=0, help="a seeded random sample of N items per task (0 = all)")
+    p.add_argument("--batch-size", type=int_option(1), default=8)
     p.add_argument("--text-mode", default="line", choices=["line", "paragraph"],
                    help="--general-text .txt files: one document per line (default) or per blank-line paragraph")
 
@@ -892,8 +910,10 @@ def _eval_settings(ns):
                                batch_size=ns.batch_size, text_mode=getattr(ns, "text_mode", "line"))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medtune merge", description="merge LoRA runs, average checkpoints, make soups "
+def parser() -> argparse.ArgumentParser:
+    """`medtune merge`'s options, each numeric one range-checked (a bad one: one line, exit code 2)."""
+    alpha = float_option(0, 1)
+    p = CommandParser(prog="medtune merge", description="merge LoRA runs, average checkpoints, make soups "
                                 "(docs/merge.md)")
     sub = p.add_subparsers(dest="how", required=True)
 
@@ -907,18 +927,18 @@ def _parser() -> argparse.ArgumentParser:
     av.add_argument("base", help="the model before tuning: a folder, a run, default or a .gguf file")
     av.add_argument("tuned", help="the tuned model: a folder or a run (LoRA runs are merged first)")
     av.add_argument("out", help="the averaged model's folder (with --sweep: the sweep folder)")
-    av.add_argument("--alpha", type=float, help="0 = base, 1 = tuned")
-    av.add_argument("--alpha-lower", type=float, help="alpha of the embeddings and the layers below --split-layer")
-    av.add_argument("--alpha-upper", type=float, help="alpha of the layers from --split-layer on, final norm, LM head")
-    av.add_argument("--split-layer", type=int, help="first layer of the upper part (default: half the layers)")
-    av.add_argument("--sweep", type=_numbers, metavar="A,B,...",
+    av.add_argument("--alpha", type=alpha, help="0 = base, 1 = tuned")
+    av.add_argument("--alpha-lower", type=alpha, help="alpha of the embeddings and the layers below --split-layer")
+    av.add_argument("--alpha-upper", type=alpha, help="alpha of the layers from --split-layer on, final norm, LM head")
+    av.add_argument("--split-layer", type=int_option(0), help="first layer of the upper part (default: half the layers)")
+    av.add_argument("--sweep", type=_numbers(0, 1), metavar="A,B,...",
                     help="evaluate these alphas (e.g. 0,0.25,0.5,0.75,1) and choose one by the stated rule")
     _eval_arguments(av)
     av.add_argument("--general-tasks", help="sweep: comma-separated tasks scored as general ability")
     av.add_argument("--general-text", action="append", metavar="FILE", help="sweep: perplexity on general text (repeatable)")
-    av.add_argument("--max-general-drop", type=float, default=1.0,
+    av.add_argument("--max-general-drop", type=float_option(0, 100), default=1.0,
                     help="sweep: most general accuracy points an alpha may lose against alpha 0 (default 1)")
-    av.add_argument("--max-ppl-increase", type=float, default=0.05,
+    av.add_argument("--max-ppl-increase", type=float_option(0), default=0.05,
                     help="sweep: most relative general perplexity increase against alpha 0 (default 0.05 = 5%%)")
     av.add_argument("--only-chosen", action="store_true", help="sweep: keep only the chosen alpha's model folder")
     av.add_argument("--shard-size", type=_size, default=SHARD_BYTES, help="largest output shard (default 2GB)")
@@ -928,7 +948,7 @@ def _parser() -> argparse.ArgumentParser:
     so = sub.add_parser("soup", help="average several checkpoints of one architecture (a model soup)")
     so.add_argument("out", help="the soup's folder")
     so.add_argument("models", nargs="+", metavar="MODEL", help="two or more folders or runs")
-    so.add_argument("--weights", type=_numbers, metavar="W,W,...", help="one weight per model (normalised)")
+    so.add_argument("--weights", type=_numbers(0, None), metavar="W,W,...", help="one weight per model (normalised)")
     so.add_argument("--greedy", action="store_true",
                     help="greedy soup: add models best first while the mean accuracy on --tasks does not drop")
     _eval_arguments(so)
@@ -957,7 +977,7 @@ def accuracy_score(settings, work) -> Callable[[str], float]:
 def cli(args: list[str]) -> int:
     """`medtune merge lora|average|soup ...`; returns 0. A user error raises MedtuneError (the caller prints it
     on one line and exits 2); bad arguments exit through argparse."""
-    ns = _parser().parse_args(args)
+    ns = parser().parse_args(args)
     common = dict(overwrite=ns.overwrite, trust_remote_code=ns.trust_remote_code)
     if ns.how == "lora":
         merge_lora(ns.run, ns.out, **common)
