@@ -213,3 +213,15 @@ def test_sft_mixes_sources_and_reports_the_achieved_mixture(tiny_model, tmp_path
     assert "mixture achieved" in capsys.readouterr().out
     with pytest.raises(MedtuneError, match="not both"):
         sft.run(load_config(sft.SFTConfig, recipe, [f"data.path={med}", f"output_dir={tmp_path / 'x'}"]))
+
+
+@pytest.mark.parametrize("warmup", ["0.03", "5"])
+def test_a_one_step_run_trains_despite_warmup(tiny_model, tmp_path, capsys, warmup):
+    """Warm-up of one step or more over a one-step run left the rate at 0 and LoRA B at zero, "completed"."""
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    out = sft.run(config(tiny_model, data, tmp_path / "one", "train.max_steps=1", f"train.warmup={warmup}"))
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())
+    assert "train.warmup" in capsys.readouterr().out
+    rates = [h["learning_rate"] for h in runs.read_manifest(out)["history"] if "learning_rate" in h]
+    assert rates and rates[0] > 0

@@ -140,6 +140,7 @@ def train(trainer, run_dir, manifest: dict, checkpoint, started: float) -> dict:
     manifest as `failed` before it propagates. Returns {train_loss, steps, train_runtime_s}."""
     import time
 
+    keep_short_runs_training(trainer)
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except BaseException:
@@ -148,6 +149,45 @@ def train(trainer, run_dir, manifest: dict, checkpoint, started: float) -> dict:
         raise
     return {"train_loss": result.training_loss, "steps": result.global_step,
             "train_runtime_s": round(time.time() - started, 1)}
+
+
+def keep_short_runs_training(trainer, setting: str = "train.warmup") -> None:
+    """Warm-up never swallows a whole short run: when `setting` asks for as many warm-up steps as the run has
+    (a one-step smoke run with warmup 0.03 rounds up to 1 step, trained at rate 0), warm up over one step fewer,
+    so the last step trains at the full rate, and say so naming `setting`. A scheduler this cannot shorten gets
+    a warning instead. Add to a transformers Trainer before `train()`."""
+    import functools
+
+    from transformers import TrainerCallback
+
+    class ShortRunWarmup(TrainerCallback):
+        def on_train_begin(self, args, state, control, lr_scheduler=None, optimizer=None, **kwargs):
+            steps = state.max_steps
+            warm = args.get_warmup_steps(steps)
+            if steps < 1 or warm < steps or lr_scheduler is None:
+                return
+            sched = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
+            lambdas = getattr(sched, "lr_lambdas", None)
+            if not lambdas:  # no warm-up in this scheduler (reduce_lr_on_plateau)
+                return
+            shortened = False
+            for i, f in enumerate(lambdas):
+                if isinstance(f, functools.partial) and f.keywords.get("num_warmup_steps", 0) >= steps:
+                    lambdas[i] = functools.partial(f.func, *f.args, **{**f.keywords, "num_warmup_steps": steps - 1})
+                    shortened = True
+            if not shortened:
+                print(f"warning: {setting}={args.warmup_steps:g} warms up over {warm} steps, the whole {steps}-step "
+                      f"run: it trains at a reduced rate throughout (lower {setting})")
+                return
+            groups = getattr(optimizer, "param_groups", None) or sched.optimizer.param_groups
+            for group, base, f in zip(groups, sched.base_lrs, lambdas):
+                group["lr"] = base * f(sched.last_epoch)
+            sched._last_lr = [group["lr"] for group in groups]
+            if is_main_process():
+                print(f"note: {setting}={args.warmup_steps:g} would warm up over {warm} steps, the whole {steps}-step "
+                      f"run; warming up over {steps - 1} instead, so the last step trains at the full rate")
+
+    trainer.add_callback(ShortRunWarmup())
 
 
 def last_checkpoint(run_dir) -> Path | None:
