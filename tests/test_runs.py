@@ -1,0 +1,48 @@
+"""The run folder: `medtune runs` lists every folder and never fails as a whole for one bad one."""
+
+import json
+
+from medtune import runs
+from medtune.cli import main
+
+
+def manifest(folder, **fields):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"stage": "sft", "status": "completed", "model": {"base": "/m/tiny", "weights": "/m/tiny"},
+            "metrics": {"eval_loss": 1.5}, "updated": "2026-01-01T00:00:00+00:00", **fields}
+    (folder / runs.MANIFEST).write_text(json.dumps(data))
+    return folder
+
+
+def test_runs_lists_corrupt_and_empty_folders_beside_the_good_ones(tmp_path, capsys):
+    root = tmp_path / "runs"
+    manifest(root / "good")
+    (root / "torn").mkdir(parents=True)
+    (root / "torn" / runs.MANIFEST).write_text('{"stage": "sft", "stat')  # cut short
+    (root / "alist").mkdir()
+    (root / "alist" / runs.MANIFEST).write_text("[1, 2]")  # JSON, but not a manifest
+    manifest(root / "oddtypes", model="tiny", metrics=[1], data={"path": 3}, updated=7)  # wrong types inside
+    (root / "binary").mkdir()
+    (root / "binary" / runs.MANIFEST).write_bytes(b"\xff\xfe\x00")
+    (root / "emptied").mkdir()
+    (root / "emptied" / ".save.tmp").mkdir()  # only a hidden leftover: nothing of a run
+    (root / "chain" / "step1").mkdir(parents=True)  # an empty folder one level down
+    manifest(root / "chain" / "step2")
+    (root / "report").mkdir()
+    (root / "report" / "report.html").write_text("<html>")  # not a run, not empty: not listed
+    (root / "ev").mkdir()
+    (root / "ev" / "results.json").write_text("{oops")
+    (root / "steps" / "0-tiny").mkdir(parents=True)  # a pipeline's eval step: its evaluations are below it
+    (root / "steps" / "results.json").write_text(json.dumps({"evaluations": [str(root / "steps" / "0-tiny")]}))
+    (root / "steps" / "0-tiny" / "results.json").write_text(json.dumps({"kind": "eval", "tasks": {"mcq": {"accuracy": 0.5}}}))
+
+    rows = {r["path"]: r for r in runs.list_runs(root)}
+    status = {str(p.relative_to(root)): rows[str(p)]["status"] for p in map(type(root), rows)}
+    assert status == {"good": "completed", "chain/step2": "completed", "torn": "corrupt", "alist": "corrupt",
+                      "oddtypes": "corrupt", "binary": "corrupt", "emptied": "empty", "chain/step1": "empty",
+                      "ev": "corrupt", "steps/0-tiny": "completed"}
+    assert "not valid JSON" in rows[str(root / "torn")]["note"]
+    assert main(["runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt" in out and "empty" in out and "eval_loss=1.5" in out
+    assert all(name in out for name in ("good", "torn", "emptied", "step1", "ev"))
