@@ -287,3 +287,66 @@ def test_pt_bad_text_files_fail_with_file_and_line_before_any_model_loads(tmp_pa
     assert main(["pt", f"data.path={latin1}", f"output_dir={out}"]) == 2
     assert "latin1.txt:1" in one_error_line(capsys)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- errors name their source
+
+
+def the_error_line(capsys) -> str:
+    """The one error line of a command that may print notes first (chat prints the not-medical-advice note)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("medtune: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_pipeline_steps_bad_set_names_the_pipeline_the_step_and_the_key(tmp_path, capsys):
+    data = write(tmp_path / "d.jsonl", GOOD + "\n")
+    recipe = write(tmp_path / "sft.yaml", f"stage: sft\ndata:\n  path: [{data}]\n")
+    pipe = write(tmp_path / "pipe.yaml", f"stage: pipeline\noutput_dir: {tmp_path / 'out'}\nsteps:\n"
+                 f"  - {{name: tune, run: sft, recipe: {recipe}, set: {{train.learnig_rate: 1}}}}\n")
+    for command in (["pipeline", str(pipe)], ["validate", str(pipe)]):
+        assert main(command) == 2
+        line = one_error_line(capsys)
+        assert f"{pipe}: step 'tune': set 'train.learnig_rate': unknown key" in line, line
+        assert "override" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_relative_model_path_with_a_typo_is_named_before_any_network_attempt(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    def network(*args, **kwargs):
+        raise AssertionError("asked the hub about a local path")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", network)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "sft-medicalgpt").mkdir(parents=True)
+    assert main(["chat", "runs/sft-medicalgtp", "--prompt", "hi"]) == 2
+    line = the_error_line(capsys)
+    assert "runs/sft-medicalgtp: no such folder" in line and "runs/ is a local folder" in line, line
+    for spec in ("nobody/x--y", "nobody/b.git"):  # neither a folder nor a valid hub id
+        assert main(["chat", spec, "--prompt", "hi"]) == 2
+        line = the_error_line(capsys)
+        assert f"{spec}: no such folder, and not a valid hub id" in line, line
+    os.symlink("loop", tmp_path / "loop")
+    assert main(["chat", "loop", "--prompt", "hi"]) == 2
+    assert "loop: a symbolic link that leads nowhere (a loop or a missing target)" in the_error_line(capsys)
+
+
+@pytest.mark.parametrize("text,expect", [
+    ('{"model_type": "llama", "hidden', "config.json is not valid JSON"),
+    ("[1]", "config.json is not a JSON object"),
+    (b"\xff\xfe{", "config.json is not UTF-8 text"),
+])
+def test_a_corrupt_config_json_is_one_line_with_a_hint(tmp_path, capsys, text, expect):
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "m")
+    (model / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    capsys.readouterr()
+    for command in (["chat", str(model), "--prompt", "hi"], ["data", "stats", write(tmp_path / "d.jsonl", GOOD).as_posix(),
+                                                             "--tokenizer", str(model), "--out", str(tmp_path / "s")]):
+        assert main(command) == 2
+        line = the_error_line(capsys)
+        assert f"{model / 'config.json'}: {expect}" in line and "copy it again" in line, line

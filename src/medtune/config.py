@@ -329,10 +329,12 @@ def read_yaml(path) -> dict:
     return data
 
 
-def load_config(cls, recipe=None, overrides: list[str] | None = None):
+def load_config(cls, recipe=None, overrides: list[str] | None = None, *, origin=None):
     """Read `recipe` (YAML path or None), apply dotted `overrides`, and build `cls`.
 
     A recipe may hold a top-level `stage:` key naming the stage it is for; it is checked, not stored.
+    `origin(override)` names where an override came from in an error (default: `override 'KEY=VALUE'`, as typed
+    on the command line; a pipeline names its file, step and `set` key).
     """
     data = read_yaml(recipe) if recipe else {}
     data = merge(data, parse_overrides(overrides or []))
@@ -343,7 +345,7 @@ def load_config(cls, recipe=None, overrides: list[str] | None = None):
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
-        _locate(exc, recipe, overrides or [])
+        _locate(exc, recipe, overrides or [], origin)
         raise
 
 
@@ -356,7 +358,7 @@ def _override_for(key: str, overrides: list[str]):
     return None, None
 
 
-def _locate(exc: ConfigError, recipe, overrides: list[str]) -> None:
+def _locate(exc: ConfigError, recipe, overrides: list[str], origin=None) -> None:
     """Point the error at what set the bad value: the override on the command line, or the recipe's line."""
     key = getattr(exc, "key", None)
     if key is None:
@@ -365,7 +367,7 @@ def _locate(exc: ConfigError, recipe, overrides: list[str]) -> None:
         top = re.sub(r"\[\d+\]$", "", key)  # lora.target_modules[1] -> lora.target_modules
         item, name = _override_for(top, overrides)
         if item is not None:
-            where = f"override '{item}'"
+            where = origin(item) if origin else f"override '{item}'"
             exc.key_in_message |= name == key  # `override 'train.seed=x'` already names the field
         elif recipe:
             from medtune.data import resolve_path

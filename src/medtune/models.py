@@ -165,13 +165,63 @@ def resolve(name_or_path: str) -> str:
                 where=spec,
                 hint="pass a Hugging Face model folder, a medtune run folder, a .gguf file or `default`",
             )
+        check_model_files(path)
         return str(path.resolve())
     if path.exists():
         raise MedtuneError("not a model folder or a .gguf file", where=spec)
+    if path.is_symlink():
+        raise MedtuneError("a symbolic link that leads nowhere (a loop or a missing target)", where=spec,
+                           hint=f"point it at a model folder (now: {os.readlink(path)})")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        owner = spec.split("/", 1)[0]
+        if Path(owner).is_dir():  # `runs/sft-medicalgtp`: a typo in a local path, not a hub id to look up
+            raise MedtuneError(f"no such folder ({owner}/ is a local folder, so this is not taken for a hub id)",
+                               where=spec, hint=f"check the name: ls {owner}/")
+        if not _valid_hub_id(spec):
+            raise MedtuneError("no such folder, and not a valid hub id", where=spec,
+                               hint="check the path, or give a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct")
         _check_hub_id(spec)
         return spec  # a hub id: transformers fetches it
+    if not _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")) and "/" in spec.strip("/"):
+        raise MedtuneError("no such folder, and not a valid hub id (OWNER/NAME)", where=spec,
+                           hint="check the path, or use `default`")
     raise MedtuneError("model path does not exist", where=spec, hint="check the path, or use `default`")
+
+
+def _valid_hub_id(spec: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
+
+
+_DAMAGED = "the file is damaged: copy it again from where the model came from, or rerun what wrote it"
+
+
+def check_model_files(folder) -> None:
+    """A model folder's config.json / adapter_config.json must be readable JSON objects: a damaged one is named
+    on one line with a hint, before transformers reads it (whose own error names neither the cause nor a fix)."""
+    import json
+
+    for name in ("config.json", "adapter_config.json"):
+        file = Path(folder) / name
+        if not file.exists():
+            continue
+        try:
+            data = json.loads(file.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise MedtuneError(f"{name} is not UTF-8 text", where=str(file), hint=_DAMAGED) from None
+        except json.JSONDecodeError as exc:
+            raise MedtuneError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                               where=str(file), hint=_DAMAGED) from None
+        except OSError as exc:
+            raise MedtuneError(f"cannot read {name}: {exc.strerror}", where=str(file),
+                               hint="check that it is a file you may read") from None
+        if not isinstance(data, dict):
+            raise MedtuneError(f"{name} is not a JSON object", where=str(file), hint=_DAMAGED)
 
 
 def _check_hub_id(spec: str) -> None:
@@ -221,6 +271,8 @@ def _torch_dtype(name: str, device: str):
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    if Path(path).is_dir():
+        check_model_files(path)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:

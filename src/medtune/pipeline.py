@@ -107,8 +107,22 @@ def check(path) -> tuple[Path, list[Step]]:
         if step.group == "training":
             overrides = [f"{k}={json.dumps(v)}" for k, v in (step.options.get("set") or {}).items()
                          if not (isinstance(v, str) and v.startswith("@"))]
-            load_config(_stage(step.run)[1], step.options["recipe"], overrides)
+            load_config(_stage(step.run)[1], step.options["recipe"], overrides, origin=_origin(path, step))
     return output_dir, steps
+
+
+def _origin(path, step: Step):
+    """How a config error names an override a pipeline made: its file, the step and the `set` key (the user
+    wrote no `override`), or the key the pipeline itself sets (model, output_dir, resume, overwrite)."""
+    given = {str(k) for k in (step.options.get("set") or {})}
+
+    def name(item: str) -> str:
+        key = item.split("=", 1)[0].strip()
+        if key in given:
+            return f"{path}: step '{step.name}': set '{key}'"
+        return f"{path}: step '{step.name}': {key} (set by the pipeline)"
+
+    return name
 
 
 def _strings(value):
@@ -147,7 +161,7 @@ def state(folder: Path, step: Step) -> str:
     return "completed" if manifest.get("status") == "completed" else "partial"
 
 
-def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fresh: bool) -> None:
+def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fresh: bool, path=None) -> None:
     from medtune.cli import STAGES, _stage
     from medtune.config import load_config
 
@@ -160,7 +174,7 @@ def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fre
         if model:
             overrides.append(f"model.name_or_path={model}")
         overrides += [f"output_dir={folder}", "resume=false" if fresh else "resume=true", f"overwrite={str(fresh).lower()}"]
-        module.run(load_config(cls, opts["recipe"], overrides))
+        module.run(load_config(cls, opts["recipe"], overrides, origin=_origin(path, step)))
     elif step.run == "average":
         from medtune import merge
 
@@ -247,7 +261,7 @@ def run(path, *, from_step: str | None = None) -> Path:
         else:
             verb = "resuming" if st == "partial" else "running"
             print(f"[{i + 1}/{len(steps)}] {step.name} ({step.run}): {verb} -> {folder}")
-            _run_step(step, folder, previous, folders, fresh=fresh or st == "absent")
+            _run_step(step, folder, previous, folders, fresh=fresh or st == "absent", path=path)
             action = "resumed" if st == "partial" else "ran"
         record["steps"].append({"name": step.name, "run": step.run, "folder": str(folder), "action": action,
                                 "metrics": key_metrics(folder, step)})
