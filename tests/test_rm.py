@@ -98,7 +98,7 @@ def test_reward_is_read_at_the_last_real_token_whatever_the_padding():
     models.add_reward_head(model, seed=0)
     a = tok("The patient has a fever.<|im_end|>")["input_ids"]
     b = tok("Rest.<|im_end|>")["input_ids"]
-    alone = [float(models.sequence_rewards(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)))
+    alone = [models.sequence_rewards(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)).item()
              for s in (a, b)]
     width = max(len(a), len(b))
     ids = [s + [tok.pad_token_id] * (width - len(s)) for s in (a, b)]
