@@ -73,6 +73,18 @@ def test_empty_blank_and_non_object(tmp_path, capsys, text, expect):
     assert expect in one_error_line(capsys)
 
 
+def test_a_key_with_a_line_break_stays_on_one_line(tmp_path, capsys):  # found by tests/test_fuzz.py
+    path = write(tmp_path / "d.jsonl", json.dumps({"\n": None, "b": 1}) + "\n")
+    assert main(["data", "validate", str(path)]) == 2
+    assert 'unknown record shape with keys ["\\n", b]' in one_error_line(capsys)
+    from medtune.data import preference
+    from medtune.errors import DataError
+
+    with pytest.raises(DataError, match=r'not a preference record: keys \["\\n", b\]') as e:
+        preference.load_pairs(path)
+    assert "\n" not in str(e.value)
+
+
 def test_convert_refuses_a_special_file_as_destination(tmp_path, capsys):
     """Renaming the output onto /dev/null (or a pipe) would replace it with a regular file."""
     src = write(tmp_path / "a.jsonl", GOOD + "\n")
@@ -148,6 +160,7 @@ def test_convert_write_failure_is_one_line_and_leaves_nothing(tmp_path, capsys, 
     ("stage: sft\nlora:\n  target_modules: [q_proj, {a: 1}]\n", "field 'lora.target_modules[1]': expected a string"),
     ("stage: sft\ntrain:\n  learning_rate: .nan\n", "r.yaml:3: field 'train.learning_rate': expected a finite number"),
     ("stage: sft\nmodel:\n  name_or_path: /tmp\n", "no training data"),
+    ("stage: sft\noutput_dir: a\x00b\n", "r.yaml:2: invalid YAML: the character '\\x00' is not allowed in YAML"),  # fuzzer
 ])
 def test_validate_bad_recipes(tmp_path, capsys, text, expect):
     assert main(["validate", str(write(tmp_path / "r.yaml", text))]) == 2

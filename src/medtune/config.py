@@ -312,17 +312,25 @@ def read_yaml(path) -> dict:
         raise ConfigError("is a directory, not a recipe file", where=str(path), hint="pass the .yaml file itself")
     if not path.is_file():
         raise ConfigError("recipe file not found", where=str(path), hint="check the path")
+    text = ""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_RecipeLoader) or {}
     except UnicodeDecodeError as exc:
         hint = "save the recipe as UTF-8"
         raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path), hint=hint) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the recipe: {exc.strerror}", where=str(path)) from None
+    except yaml.reader.ReaderError as exc:  # a control character YAML does not allow (NUL, ...)
+        line = text[: exc.position].count("\n") + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise ConfigError(f"invalid YAML: the character {char!r} is not allowed in YAML", where=f"{path}:{line}",
+                          hint="remove it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=where) from None
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"invalid YAML: {problem}", where=where) from None
     if not isinstance(data, dict):
         got = type(data).__name__
         raise ConfigError(f"a recipe must be a mapping of keys, not a {got}", where=str(path), hint="write `key: value` lines")

@@ -365,8 +365,14 @@ def _check_turns(path, line, turns: list[tuple], container: str, require_final_a
 
 
 def _unknown_shape(path, line, record: dict) -> DataError:
-    keys = ", ".join(sorted(record)[:8]) + (", ..." if len(record) > 8 else "")
-    return DataError(path, line, None, f"unknown record shape with keys [{keys}]", _HINT_SHAPE)
+    return DataError(path, line, None, f"unknown record shape with keys [{key_list(record)}]", _HINT_SHAPE)
+
+
+def key_list(record: dict) -> str:
+    """A record's keys for an error message: the first 8, sorted; a key with a line break or another control
+    character is shown quoted and escaped, so the message stays one line."""
+    names = [k if k.isprintable() else json.dumps(k) for k in sorted(record)[:8]]
+    return ", ".join(names) + (", ..." if len(record) > 8 else "")
 
 
 def _no_records(path) -> DataError:

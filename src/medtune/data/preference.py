@@ -139,8 +139,7 @@ def load_pairs(path, *, stats: dict | None = None) -> list[dict]:
     for line, record in _iter_objects(path):
         shape = shape_of(record)
         if shape is None:
-            keys = ", ".join(sorted(record)[:8]) + (", ..." if len(record) > 8 else "")
-            raise DataError(path, line, None, f"not a preference record: keys [{keys}]", _HINT_SHAPE)
+            raise DataError(path, line, None, f"not a preference record: keys [{formats.key_list(record)}]", _HINT_SHAPE)
         count += 1
         pair = _read(path, line, record, shape)
         if pair["chosen"].strip() == pair["rejected"].strip():
