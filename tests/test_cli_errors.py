@@ -131,7 +131,7 @@ def test_convert_write_failure_is_one_line_and_leaves_nothing(tmp_path, capsys, 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("medtune.data.formats.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("medtune.runs.tempfile.mkstemp", refuse)
     assert main(["data", "convert", str(src), str(out / "m.jsonl")]) == 2
     assert "m.jsonl: cannot write here: Permission denied" in one_error_line(capsys)
     monkeypatch.undo()
@@ -363,3 +363,17 @@ def test_a_corrupt_config_json_is_one_line_with_a_hint(tmp_path, capsys, text, e
         assert main(command) == 2
         line = the_error_line(capsys)
         assert f"{model / 'config.json'}: {expect}" in line and "copy it again" in line, line
+
+
+def test_a_pair_the_template_refuses_names_its_record_not_a_name_error(monkeypatch):
+    """preference.fit_pairs caught MedtuneError without importing it: a refused pair ended in a NameError."""
+    from medtune.data import preference
+    from medtune.errors import MedtuneError
+
+    def refuse(*args, **kwargs):
+        raise MedtuneError("chat template 'x' rejected the dialogue", hint="choose another template")
+
+    monkeypatch.setattr(preference, "encode_pair", refuse)
+    pair = {"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b", "source": "p.jsonl:3"}
+    with pytest.raises(MedtuneError, match=r"^p.jsonl:3: chat template 'x' rejected"):
+        preference.fit_pairs([pair], None, None, {}, max_length=64)

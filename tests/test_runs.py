@@ -46,3 +46,32 @@ def test_runs_lists_corrupt_and_empty_folders_beside_the_good_ones(tmp_path, cap
     out = capsys.readouterr().out
     assert "corrupt" in out and "empty" in out and "eval_loss=1.5" in out
     assert all(name in out for name in ("good", "torn", "emptied", "step1", "ev"))
+
+
+def test_every_file_and_folder_of_a_run_has_the_ordinary_mode(tmp_path):
+    """medtune.json and other atomically written files came out 0600 (mkstemp's) beside 0644 weights."""
+    import os
+    import stat
+
+    from medtune.config import load_config
+    from medtune.stages import sft
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n' * 4)
+    out = sft.run(load_config(sft.SFTConfig, None, [f"model.name_or_path={model}", f"data.path={data}",
+                                                    f"output_dir={tmp_path / 'run'}", "train.max_steps=2",
+                                                    "train.batch_size=2", "train.keep_checkpoints=true",
+                                                    "train.save_steps=1", "train.bf16=false"]))
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {}
+    for path in [out, *out.rglob("*")]:
+        modes[str(path.relative_to(out))] = stat.S_IMODE(path.stat().st_mode)
+    files = {p: m for p, m in modes.items() if (out / p).is_file()}
+    folders = {p: m for p, m in modes.items() if (out / p).is_dir()}
+    assert {"medtune.json", "adapter_model.safetensors", "adapter_config.json"} <= set(files)
+    assert {p: oct(m) for p, m in files.items() if m != 0o666 & ~umask} == {}
+    assert set(folders.values()) == {0o777 & ~umask}, folders
+    assert not [p for p in modes if p != "." and (p.startswith(".") or "/." in p)]  # no temporary left

@@ -225,3 +225,49 @@ def test_a_one_step_run_trains_despite_warmup(tiny_model, tmp_path, capsys, warm
     assert "train.warmup" in capsys.readouterr().out
     rates = [h["learning_rate"] for h in runs.read_manifest(out)["history"] if "learning_rate" in h]
     assert rates and rates[0] > 0
+
+
+SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's own template: a default system prompt when a dialogue has none
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("system_prompt,expect", [(None, "named SmolLM"), ("", None), ("Be brief.", "Be brief.")])
+def test_system_prompt_empty_turns_the_templates_default_off(tmp_path, capsys, system_prompt, expect):
+    """docs said `system_prompt: ""` means none, yet SmolLM2's template inserted its own default prompt."""
+    from medtune import models
+
+    model = save_tiny(tmp_path / "smol", tiny_tokenizer(SMOLLM2_TEMPLATE), hidden=64, seed=SEED)
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    extra = [] if system_prompt is None else [f"data.system_prompt={system_prompt!r}" if system_prompt else "data.system_prompt="]
+    out = sft.run(config(model, data, tmp_path / "run", "train.max_steps=1", "data.packing=false", *extra))
+    manifest = runs.read_manifest(out)
+    tok = models.load_tokenizer(str(out))
+    fmt = templates.resolve_format(tok)
+    enc = templates.encode_dialogue(tok, fmt, [{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    text = tok.decode(enc.input_ids)
+    if expect is None:
+        assert "system" not in text and manifest["default_system_prompt"] is None
+        assert "taken out of the run's template" in capsys.readouterr().out
+    elif system_prompt is None:  # the template's own: what the run says it trained with
+        assert expect in text and manifest["default_system_prompt"] == templates.default_system_prompt(tok, fmt)
+    else:
+        assert manifest["default_system_prompt"] == expect and "named SmolLM" in text  # chat passes --system itself
+
+
+def test_a_private_use_character_trains_as_data_validate_accepts_it(tiny_model, tmp_path):
+    """data validate accepted U+E000 and sft refused it (medtune used it to mark turns): they agree now."""
+    from medtune.data import formats
+
+    data = tmp_path / "pua.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "a \ue000\ue001 b \ue0000\ue001"},
+                                             {"role": "assistant", "content": "ok \ue002"}]}) + "\n")
+    assert formats.validate_file(data)["records"] == 1
+    out = sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=1"))
+    assert runs.read_manifest(out)["status"] == "completed"
+    tok = tiny_tokenizer()
+    enc = templates.encode_dialogue(tok, templates.resolve_format(tok), [
+        {"role": "user", "content": "x \ue0000\ue001"}, {"role": "assistant", "content": "y"}])
+    assert "x \ue0000\ue001" in tok.decode(enc.input_ids)

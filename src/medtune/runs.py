@@ -42,10 +42,53 @@ def library_versions() -> dict:
     return out
 
 
+def ordinary_mode(folder: bool = False) -> int:
+    """The mode `open()` (or `mkdir`) gives a new file (folder) here: 0666 (0777) less the umask. Temporary
+    files and folders made by `tempfile` are owner-only (0600/0700); they get this before they are renamed into
+    place, so every file of a run shares one mode."""
+    umask = None
+    try:  # Linux states it; changing the umask to read it would race with other threads
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def temporary_file(path, suffix: str = "") -> tuple[int, str]:
+    """(fd, name) of a new temporary file beside `path` (same file system, so `os.replace` onto `path` is
+    atomic) with the mode an ordinary new file gets."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, ordinary_mode())
+    return fd, tmp
+
+
+def temporary_folder(parent, prefix: str) -> Path:
+    """A new temporary folder `parent/PREFIX...` with an ordinary folder's mode (it may be renamed into place)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, ordinary_mode(folder=True))
+    return tmp
+
+
+def ordinary_modes(path) -> None:
+    """Give `path` (a file, or a folder and everything in it) the modes ordinary new files and folders get here.
+    safetensors writes owner-only (0600) files, and tempfile makes 0600/0700 ones; a run's files share one mode."""
+    path = Path(path)
+    items = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in items:
+        if not item.is_symlink():
+            os.chmod(item, ordinary_mode(folder=item.is_dir()))
+
+
 def atomic_write_text(path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temporary_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -141,6 +184,7 @@ def train(trainer, run_dir, manifest: dict, checkpoint, started: float) -> dict:
     import time
 
     keep_short_runs_training(trainer)
+    checkpoints_in_ordinary_modes(trainer)
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except BaseException:
@@ -190,6 +234,19 @@ def keep_short_runs_training(trainer, setting: str = "train.warmup") -> None:
     trainer.add_callback(ShortRunWarmup())
 
 
+def checkpoints_in_ordinary_modes(trainer) -> None:
+    """Each checkpoint a transformers Trainer saves gets the ordinary file modes (its safetensors are 0600)."""
+    from transformers import TrainerCallback
+
+    class OrdinaryModes(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                ordinary_modes(folder)
+
+    trainer.add_callback(OrdinaryModes())
+
+
 def last_checkpoint(run_dir) -> Path | None:
     """The newest complete `checkpoint-N` folder (a checkpoint is complete once trainer_state.json exists)."""
     ckpts = []
@@ -220,7 +277,7 @@ def save_weights(run_dir, model, tokenizer) -> None:
     if not is_main_process():
         return
     run_dir = Path(run_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=run_dir))
+    tmp = temporary_folder(run_dir, ".save.")
     try:
         kwargs = {}
         if hasattr(model, "peft_config") and any(
@@ -230,6 +287,7 @@ def save_weights(run_dir, model, tokenizer) -> None:
             kwargs["save_embedding_layers"] = False
         model.save_pretrained(tmp, **kwargs)
         tokenizer.save_pretrained(tmp)
+        ordinary_modes(tmp)
         for item in tmp.iterdir():
             target = run_dir / item.name
             if target.is_dir():

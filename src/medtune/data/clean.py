@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -287,7 +286,9 @@ class _AtomicOutput:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            from medtune.runs import temporary_file
+
+            fd, self.tmp = temporary_file(path, ".tmp")
         except OSError as e:
             raise MedtuneError(f"cannot write here: {e.strerror}", where=str(path), hint="check the folder's permissions") from None
         self.file = os.fdopen(fd, "w", encoding="utf-8", newline="\n")

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -531,7 +530,9 @@ def convert_file(src, dst, to: str = "messages", fmt: str = "auto", *, require_f
         raise DataError(dst, None, None, f"folder {folder} does not exist", "create it first")
     dialogues = load_dialogues(src, fmt, require_final_assistant=require_final_assistant)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        from medtune.runs import temporary_file
+
+        fd, tmp = temporary_file(out, ".tmp")
     except OSError as e:
         raise DataError(dst, None, None, f"cannot write here: {e.strerror}", "check the folder's permissions") from None
     try:

@@ -26,7 +26,7 @@ from typing import Literal
 
 from medtune.config import at_least, check
 from medtune.data import formats
-from medtune.errors import ConfigError
+from medtune.errors import ConfigError, MedtuneError
 from medtune.data.formats import DataError, _check_turns, _get_list, _get_str, _iter_objects, _json_type, _require_file
 
 SHAPES = ("medicalgpt", "pairwise", "prompt", "implicit")

@@ -128,18 +128,70 @@ class Encoded:
     turn_ends: list[int]  # index just past each trained assistant turn (its end token included)
 
 
-_PLACEHOLDER = "\ue000{}\ue001"
-_PLACEHOLDER_RE = re.compile("\ue000(\\d+)\ue001")
+def _markers(messages) -> tuple[str, str]:
+    """Two private-use characters that occur in no message: placeholders `OPEN index CLOSE` then cannot be
+    confused with anything a user wrote (any text is accepted, private-use characters included)."""
+    used = set().union(*(m["content"] for m in messages)) if messages else set()
+    for code in range(0xE000, 0xF8FF, 2):
+        if chr(code) not in used and chr(code + 1) not in used:
+            return chr(code), chr(code + 1)
+    raise MedtuneError("a dialogue uses every private-use character (U+E000-U+F8FF); medtune needs two to mark turns")
 
 
-def _render(tokenizer, fmt: ChatFormat, messages, add_generation_prompt: bool) -> str:
-    slots = [{"role": m["role"], "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
+def _render(tokenizer, fmt: ChatFormat, messages, add_generation_prompt: bool, markers: tuple[str, str]) -> str:
+    slots = [{"role": m["role"], "content": f"{markers[0]}{i}{markers[1]}"} for i, m in enumerate(messages)]
     try:
         return tokenizer.apply_chat_template(
             slots, chat_template=fmt.jinja, tokenize=False, add_generation_prompt=add_generation_prompt
         )
     except Exception as exc:  # a template's own raise_exception(): roles out of order, system not allowed...
         raise MedtuneError(f"chat template '{fmt.name}' rejected the dialogue: {exc}") from None
+
+
+def default_system_prompt(tokenizer, fmt: ChatFormat) -> str | None:
+    """The system text `fmt` inserts into a dialogue that has no system message, or None (SmolLM2's own
+    template: "You are a helpful AI assistant named SmolLM, trained by Hugging Face"; the qwen fallback: "You
+    are a helpful assistant."). Found by rendering a dialogue with and without a system message."""
+    markers = ("\ue000", "\ue001")
+    try:
+        alone = _render(tokenizer, fmt, [{"role": "user", "content": ""}], False, markers)
+        with_system = _render(tokenizer, fmt, [{"role": "system", "content": ""}, {"role": "user", "content": ""}],
+                              False, markers)
+    except MedtuneError:  # a template that refuses system messages inserts none of its own
+        return None
+    before = alone.split("\ue0000\ue001")[0]
+    head, _, tail = with_system.split("\ue0001\ue001")[0].partition("\ue0000\ue001")
+    if len(before) > len(head) + len(tail) and before.startswith(head) and before.endswith(tail):
+        return before[len(head): len(before) - len(tail)]
+    return None
+
+
+_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def without_default_system(tokenizer, fmt: ChatFormat) -> ChatFormat | None:
+    """`fmt` with its default system prompt taken out (the Jinja string that writes it becomes ''), so a
+    dialogue without a system message gets no system turn at all; `fmt` itself when it has no default; None
+    when the default cannot be taken out safely (the result must render every other dialogue unchanged)."""
+    default = default_system_prompt(tokenizer, fmt)
+    if not default:
+        return fmt
+    source = fmt.jinja if fmt.jinja is not None else tokenizer.chat_template
+    if not isinstance(source, str) or not default.strip():
+        return None
+    edited = _LITERAL.sub(lambda m: "''" if default.strip() in m.group() else m.group(), source)
+    new = ChatFormat(fmt.name, edited, fmt.special)
+    markers = ("\ue000", "\ue001")
+    probes = ([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+              [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
+    try:
+        same = all(_render(tokenizer, fmt, p, False, markers) == _render(tokenizer, new, p, False, markers) for p in probes)
+    except MedtuneError:
+        return None
+    if edited == source or not same or default_system_prompt(tokenizer, new) is not None:
+        return None
+    alone = _render(tokenizer, new, [{"role": "user", "content": "u"}], False, markers)
+    return new if default.strip() not in alone else None
 
 
 def end_token_ids(tokenizer) -> set[int]:
@@ -149,11 +201,9 @@ def end_token_ids(tokenizer) -> set[int]:
 
 def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prompt: bool = False) -> Encoded:
     """Token ids of `messages` under `fmt`, with the positions to train (assistant turns + end tokens)."""
-    for m in messages:
-        if _PLACEHOLDER_RE.search(m["content"]) or "\ue000" in m["content"]:
-            raise MedtuneError("message content holds the private-use character U+E000, which medtune reserves")
-    text = _render(tokenizer, fmt, messages, add_generation_prompt)
-    pieces = _PLACEHOLDER_RE.split(text)  # [template, idx, template, idx, ..., template]
+    markers = _markers(messages)
+    text = _render(tokenizer, fmt, messages, add_generation_prompt, markers)
+    pieces = re.split(f"{markers[0]}(\\d+){markers[1]}", text)  # [template, idx, template, idx, ..., template]
     seen = [int(i) for i in pieces[1::2]]
     if sorted(seen) != list(range(len(messages))):
         raise MedtuneError(

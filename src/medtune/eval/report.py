@@ -13,14 +13,13 @@ import html
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import medtune
 from medtune import NOT_MEDICAL_ADVICE
 from medtune.errors import MedtuneError
-from medtune.runs import MANIFEST, atomic_write_text, now, read_manifest
+from medtune.runs import MANIFEST, atomic_write_text, now, read_manifest, temporary_file
 
 RESULTS = "results.json"
 PLOTS = ("accuracy.png", "loss_curves.png", "perplexity.png")
@@ -454,7 +453,7 @@ def _figure(width: float, height: float):
 
 def _save_png(fig, path: Path) -> bytes:
     """Write the figure to a temporary name next to `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    fd, tmp = temporary_file(path, ".png")
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})

@@ -604,6 +604,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     manifest["parameters"] = {"trainable": trainable, "total": sum(p.numel() for p in trainer.model.parameters())}
     metrics: dict = {}
     runs.keep_short_runs_training(trainer)
+    runs.checkpoints_in_ordinary_modes(trainer)
     before = (previous or {}).get("heldout_before")
     try:
         if val_rows and before is None:  # the starting policy's mean reward on the held-out prompts

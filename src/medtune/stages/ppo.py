@@ -352,6 +352,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, history: list, s
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "state.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "history": history,
                                                         "sampler": repr(sampler.getstate())}))
+    runs.ordinary_modes(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
@@ -546,6 +547,7 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
         runs.save_weights(run_dir, unwrapped.policy, tokenizer)
         save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.value_head.state_dict().items()},
                   str(run_dir / ".value_head.tmp"))
+        runs.ordinary_modes(run_dir / ".value_head.tmp")
         os.replace(run_dir / ".value_head.tmp", run_dir / "value_head.safetensors")
         runs.complete(run_dir, manifest, keep_checkpoints=t.keep_checkpoints, metrics=metrics, history=history)
         _summary(run_dir, manifest)

@@ -232,6 +232,7 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
     if runs.is_main_process():
         tmp = run_dir / f".{models.REWARD_HEAD_FILE}.tmp"
         save_file({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp))
+        runs.ordinary_modes(tmp)
         os.replace(tmp, run_dir / models.REWARD_HEAD_FILE)
     runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics,
                   history=[{k: h[k] for k in ("step", "loss", "eval_accuracy", "eval_margin", "eval_loss",

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from medtune import runs
 from medtune.config import above, at_least, check, one_of
@@ -37,7 +37,9 @@ class DataConfig:
     packing: pack several examples into each row (block-diagonal attention; see data/packing.py).
     val_size: held-out share (0 < x < 1) or count (x >= 1) of examples for eval loss; 0 for none.
     max_samples: use only the first N examples of each file (0 = all).
-    system_prompt: a system message added to dialogues that have none ("" = none).
+    system_prompt: a system message added to dialogues that have none. Unset (null): the chat template's own
+      behaviour, which may insert its default (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by
+      Hugging Face"). "": none at all: the default is taken out of the run's template (docs/templates.md).
     sources: instead of `path`, several files mixed by weight or count, e.g. [{path: medical.jsonl,
       weight: 0.8}, {path: general.jsonl, weight: 0.2}] (replay; see data/mixing.py).
     mix_by: examples or tokens: what the weights and counts measure.
@@ -51,7 +53,7 @@ class DataConfig:
     packing: bool = True
     val_size: float = field(default=0.0, metadata=at_least(0))
     max_samples: int = field(default=0, metadata=at_least(0))
-    system_prompt: str = ""
+    system_prompt: Optional[str] = None
     sources: list[Source] = field(default_factory=list)
     mix_by: Literal["examples", "tokens"] = "examples"
     mix_total: int = field(default=0, metadata=at_least(0))
@@ -342,6 +344,9 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
+    template_default = templates.default_system_prompt(tokenizer, fmt)
+    if cfg.data.system_prompt == "":
+        fmt = no_default_system_prompt(tokenizer, fmt, "data.system_prompt")
 
     train_ex, val_ex, stats = prepare_examples(cfg, groups, tokenizer, fmt)
     # only now, with model and data known good, empty (overwrite=true) and create the run folder
@@ -367,6 +372,8 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
         "created": (previous or {}).get("created", runs.now()),
         "adapter": cfg.lora.method != "full",
         "model": runs.model_record(cfg.model, loaded, fmt.name),
+        # what a dialogue without a system message was trained with: the template's default, or none
+        "default_system_prompt": cfg.data.system_prompt or (None if cfg.data.system_prompt == "" else template_default),
         "config": resolved,
         "data": fingerprints,
         "data_stats": stats,
@@ -403,6 +410,22 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     if runs.is_main_process():
         _summary(run_dir, manifest, collator)
     return run_dir
+
+
+def no_default_system_prompt(tokenizer, fmt, setting: str):
+    """`setting: ""` asks for no system prompt at all: take the template's default out of the tokenizer's
+    template (saved with the run, so chat, serve and eval render the same), or warn when it cannot be."""
+    default = templates.default_system_prompt(tokenizer, fmt)
+    plain = templates.without_default_system(tokenizer, fmt)
+    if plain is None:
+        print(f'warning: {setting} is "" but the chat template\'s default system prompt ({default!r}) cannot be taken '
+              f"out of it: dialogues without a system message get it (set {setting} to replace it)")
+        return fmt
+    if plain is not fmt:
+        templates.install_format(tokenizer, plain)
+        print(f'note: {setting} is "": the chat template\'s default system prompt ({default!r}) is taken out of the '
+              "run's template")
+    return plain
 
 
 def _trainer_classes():
