@@ -75,3 +75,44 @@ def test_every_file_and_folder_of_a_run_has_the_ordinary_mode(tmp_path):
     assert {p: oct(m) for p, m in files.items() if m != 0o666 & ~umask} == {}
     assert set(folders.values()) == {0o777 & ~umask}, folders
     assert not [p for p in modes if p != "." and (p.startswith(".") or "/." in p)]  # no temporary left
+
+
+PAIR = {"prompt": "Is a fever dangerous?", "chosen": "Usually not; see a doctor if it lasts.", "rejected": "No."}
+
+
+def _stage_args(stage, tmp_path, model):
+    """Overrides that get `stage` as far as applying LoRA, on a tiny model and a few records."""
+    if stage == "pt":
+        data = tmp_path / "t.txt"
+        data.write_text("The patient has a fever and a cough.\nRest and drink water.\n" * 4)
+    elif stage in ("rm", "dpo"):
+        data = tmp_path / "p.jsonl"
+        data.write_text((json.dumps(PAIR) + "\n") * 4)
+    else:  # grpo: prompts with a keyword reward
+        data = tmp_path / "q.jsonl"
+        data.write_text((json.dumps({"prompt": "Is a fever dangerous?", "keywords": ["doctor"]}) + "\n") * 4)
+    extra = {"grpo": ["rewards=[keyword]"], "pt": [], "rm": [], "dpo": []}[stage]
+    return [f"model.name_or_path={model}", f"data.path={data}", "train.max_steps=1", *extra]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("stage", ["pt", "rm", "dpo", "grpo"])
+def test_overwrite_with_bad_lora_targets_keeps_the_completed_run(tmp_path, capsys, stage):
+    """The folder was cleared before LoRA was applied, so the error came after the completed run was gone."""
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    out = manifest(tmp_path / "run", stage=stage)
+    (out / "adapter_model.safetensors").write_bytes(b"the finished weights")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = [stage, *_stage_args(stage, tmp_path, model), f"output_dir={out}", "overwrite=true",
+            "lora.target_modules=nonexistent_proj"]
+    assert main(args) == 2
+    assert "lora.target_modules: 'nonexistent_proj' names no module" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not runs.aside_folder(out).exists()
+    new = tmp_path / "new"
+    assert main([*args[:-3], f"output_dir={new}", "lora.target_modules=nonexistent_proj"]) == 2
+    assert not new.exists()  # a new folder is not left behind empty

@@ -271,3 +271,57 @@ def test_a_private_use_character_trains_as_data_validate_accepts_it(tiny_model, 
     enc = templates.encode_dialogue(tok, templates.resolve_format(tok), [
         {"role": "user", "content": "x \ue0000\ue001"}, {"role": "assistant", "content": "y"}])
     assert "x \ue0000\ue001" in tok.decode(enc.input_ids)
+
+
+class _FirstStep(Exception):
+    pass
+
+
+def _fail_in_first_step(exc):
+    from transformers import TrainerCallback
+
+    class Fail(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            raise exc
+
+    return Fail()
+
+
+def test_overwrite_replaces_a_completed_run_only_when_the_new_one_completes(tiny_model, tmp_path):
+    """overwrite=true with bad LoRA targets emptied the completed run: the folder was cleared before LoRA."""
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    out = sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=1"))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    failures = [
+        ((["overwrite=true", "lora.target_modules=nonexistent_proj"], None), MedtuneError),
+        ((["overwrite=true"], _fail_in_first_step(_FirstStep())), _FirstStep),
+        ((["overwrite=true"], _fail_in_first_step(KeyboardInterrupt())), KeyboardInterrupt),  # Ctrl-C
+    ]
+    for (extra, callback), error in failures:
+        with pytest.raises(error):
+            sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=1", *extra),
+                    callbacks=[callback] if callback else None)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before, extra
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "run"]  # nothing left aside
+    # a new folder: a run that fails before it has a manifest leaves no empty folder behind
+    with pytest.raises(MedtuneError, match="target_modules"):
+        sft.run(config(tiny_model, data, tmp_path / "new", "train.max_steps=1", "lora.target_modules=nonexistent_proj"))
+    assert not (tmp_path / "new").exists()
+    # and a successful overwrite replaces it, leaving nothing aside
+    sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=2", "overwrite=true"))
+    assert runs.read_manifest(out)["metrics"]["steps"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "run"]
+
+
+def test_a_killed_overwrite_keeps_the_replaced_run_aside_until_the_new_one_completes(tiny_model, tmp_path):
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    out = sft.run(config(tiny_model, data, tmp_path / "run", "train.max_steps=1"))
+    finished = runs.read_manifest(out)["finished"]
+    aside = runs.aside_folder(out)
+    runs.prepare(out, resume=False, overwrite=True)  # what a run killed with SIGKILL right after leaves
+    (out / runs.MANIFEST).write_text(json.dumps({"stage": "sft", "status": "running"}))
+    assert runs.read_manifest(aside)["finished"] == finished
+    runs._SET_ASIDE.clear()  # a new process
+    with pytest.raises(MedtuneError, match="target_modules"):  # overwrite again, and fail: the completed run returns
+        sft.run(config(tiny_model, data, out, "train.max_steps=1", "overwrite=true", "lora.target_modules=nope"))
+    assert runs.read_manifest(out)["finished"] == finished and not aside.exists()

@@ -482,6 +482,21 @@ def peft_lora_config(model, cfg: LoraConfig, *, trainable_tokens: list[int] | No
     )
 
 
+def check_lora_targets(model, cfg: LoraConfig) -> None:
+    """Each of `lora.target_modules` must name modules of `model` (a module whose name is it or ends in
+    `.NAME`), else one line listing the model's linear layers; `all-linear` and method `full` always pass."""
+    if cfg.method == "full" or cfg.target_modules in (["all-linear"], ["all"]):
+        return
+    import torch
+
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise MedtuneError(f"lora.target_modules: {', '.join(map(repr, missing))} names no module of this model",
+                           hint=f"its linear layers: {', '.join(linear[:12])}; or use all-linear")
+
+
 def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False, trainable_tokens: list[int] | None = None):
     """Wrap `model` for training per `cfg.method`; returns the model to train. `trainable_tokens`: embedding
     rows to train beside the adapter (new vocabulary), stored with it; ignored when the whole embedding
@@ -496,6 +511,7 @@ def apply_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool = False, 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad under LoRA
+    check_lora_targets(model, cfg)
     peft_cfg = peft_lora_config(model, cfg, trainable_tokens=trainable_tokens)
     try:
         return get_peft_model(model, peft_cfg)

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -133,18 +134,66 @@ def check_output_dir(output_dir, *, resume: bool, overwrite: bool) -> None:
         )
 
 
+_SET_ASIDE: dict[str, Path] = {}  # run folder -> the earlier run moved aside while a new one replaces it
+
+
+def aside_folder(output_dir) -> Path:
+    """Where `overwrite=true` keeps the run it replaces until the new one completes: `.NAME.replaced` beside it."""
+    out = Path(output_dir)
+    return out.parent / f".{out.name}.replaced"
+
+
 def prepare(output_dir, *, resume: bool, overwrite: bool) -> Path:
-    """Check `output_dir`, then empty it (overwrite) and create it. Call once the inputs are known to be good.
-    In a distributed launch only rank 0 checks and empties the folder; the others only make sure it exists."""
+    """Check `output_dir` and create it. Call once the inputs are known to be good. With overwrite, what is in
+    it is not deleted but moved aside (`aside_folder`): `complete` deletes it once the new run has completed, and
+    a stage's `run` decorated with `replaces_on_success` puts it back if the new run fails (an error, Ctrl-C).
+    After kill -9 it stays aside until the new run completes (resume=true) or is started again.
+    In a distributed launch only rank 0 checks and moves the folder; the others only make sure it exists."""
     out = Path(output_dir)
     if not is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         return out
     check_output_dir(output_dir, resume=resume, overwrite=overwrite)
     if overwrite and out.exists() and not resume:
-        shutil.rmtree(out)
+        aside = aside_folder(out)
+        if aside.exists():  # an earlier overwrite was killed: the run it replaces still waits there; this is its attempt
+            shutil.rmtree(out)
+        else:
+            os.replace(out, aside)
+        _SET_ASIDE[str(out.resolve())] = aside
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def replaces_on_success(run):
+    """Decorates a stage's `run(cfg, ...)`: if it fails (an error, Ctrl-C) the run folder is as it was before:
+    the run that overwrite=true moved aside is put back (the failed attempt removed), and a folder this call
+    created that holds nothing (LoRA could not be applied, the model did not load) is removed. A new run that
+    failed in training keeps its folder (failed, with its checkpoints: resume=true continues it)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(cfg, *args, **kwargs):
+        out = Path(cfg.output_dir)
+        existed = out.exists()
+        try:
+            return run(cfg, *args, **kwargs)
+        except BaseException:
+            if is_main_process():
+                _undo(out, existed)
+            raise
+
+    return wrapper
+
+
+def _undo(out: Path, existed: bool) -> None:
+    aside = _SET_ASIDE.pop(str(out.resolve()), None)
+    if aside is not None and aside.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(aside, out)
+        print(f"note: this run failed; the run it was to replace is back in {out}", file=sys.stderr)
+    elif not existed and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None, Path | None]:
@@ -310,6 +359,9 @@ def complete(run_dir, manifest: dict, *, keep_checkpoints: bool, **fields) -> No
         remove_checkpoints(run_dir)
     manifest.update(status="completed", finished=now(), **fields)
     write_manifest(run_dir, manifest)
+    if is_main_process():  # the run it replaced (overwrite=true) is no longer needed
+        _SET_ASIDE.pop(str(Path(run_dir).resolve()), None)
+        shutil.rmtree(aside_folder(run_dir), ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ listing

@@ -200,6 +200,7 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
     return CPOTrainer(args=args, **kwargs)
 
 
+@runs.replaces_on_success
 def run(cfg: DPOConfig, callbacks=None) -> Path:
     """Tune a policy on preference pairs per `cfg`; returns the run folder."""
     import torch
@@ -226,6 +227,7 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
         print(f"data: {preference.fit_summary(stats)}")
     train_enc, val_enc = split_validation(encoded, cfg.data.val_size, cfg.train.seed)
     stats.update(train_pairs=len(train_enc), val_pairs=len(val_enc))
+    models.check_lora_targets(model, cfg.lora)  # TRL applies LoRA later, after the run folder is written
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
     model.config.use_cache = False

@@ -548,6 +548,7 @@ def summary_metrics(history: list[dict], reward_names: list[str]) -> dict:
     return out
 
 
+@runs.replaces_on_success
 def run(cfg: GRPOConfig, callbacks=None) -> Path:
     """Tune a policy on rewards per `cfg`; returns the run folder."""
     import torch
@@ -577,6 +578,7 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
     print(f"data: {preference.fit_summary(stats, 'prompts')}")
     train_rows, val_rows = split_validation(fitted, cfg.data.val_size, cfg.train.seed)
     stats.update(train_prompts=len(train_rows), val_prompts=len(val_rows))
+    models.check_lora_targets(model, cfg.lora)  # TRL applies LoRA later, after the run folder is written
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
     reward_funcs, weights = reward_functions(cfg, "cuda" if torch.cuda.is_available() else "cpu")

@@ -386,6 +386,7 @@ def load_checkpoint(path: Path, model, optimizer, sampler: random.Random) -> tup
 # --------------------------------------------------------------------------------------------- train
 
 
+@runs.replaces_on_success
 def run(cfg: PPOConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks`: functions called as f(step, metrics) after each
     step (and its checkpoint)."""

@@ -331,6 +331,7 @@ def extend_vocabulary(cfg: PTConfig, sources: list[Source], model, tokenizer) ->
             "words": [tokenizer.convert_ids_to_tokens(i) for i in ids][:200]}
 
 
+@runs.replaces_on_success
 def run(cfg: PTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     import torch

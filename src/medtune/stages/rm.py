@@ -150,6 +150,7 @@ def _trainer_class():
 # --------------------------------------------------------------------------------------------- train
 
 
+@runs.replaces_on_success
 def run(cfg: RMConfig, callbacks=None) -> Path:
     """Train a reward model per `cfg`; returns the run folder."""
     import torch

@@ -332,6 +332,7 @@ def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
     )
 
 
+@runs.replaces_on_success
 def run(cfg: SFTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
     from transformers import Trainer
