@@ -377,3 +377,26 @@ def test_a_pair_the_template_refuses_names_its_record_not_a_name_error(monkeypat
     pair = {"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b", "source": "p.jsonl:3"}
     with pytest.raises(MedtuneError, match=r"^p.jsonl:3: chat template 'x' rejected"):
         preference.fit_pairs([pair], None, None, {}, max_length=64)
+
+
+def test_validate_checks_what_the_run_would_check(tmp_path, capsys):
+    """validate said "recipe ok" for a corrupt config.json and for LoRA targets the model does not have."""
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "m")
+    data = write(tmp_path / "d.jsonl", GOOD + "\n")
+    recipe = write(tmp_path / "r.yaml", f"stage: sft\nmodel:\n  name_or_path: {model}\ndata:\n  path: [{data}]\n"
+                                         f"output_dir: {tmp_path / 'out'}\n")
+    capsys.readouterr()
+    assert main(["validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "model ok:" in out and "recipe ok" in out
+    assert main(["validate", str(recipe), "lora.target_modules=[q_proj,nonexistent_proj]"]) == 2
+    assert "lora.target_modules: 'nonexistent_proj' names no module of this model" in one_error_line(capsys)
+    (model / "tokenizer.json").write_text("{not json")
+    assert main(["validate", str(recipe)]) == 2
+    assert "could not load the tokenizer" in one_error_line(capsys)
+    (model / "config.json").write_text("{")
+    assert main(["validate", str(recipe)]) == 2
+    assert "config.json is not valid JSON" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()

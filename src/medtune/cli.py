@@ -93,10 +93,10 @@ def cmd_validate(ns) -> int:
     for line in module.validate(cfg):
         print(line)
     model = getattr(cfg, "model", None)
-    if model is not None and model.name_or_path != "default":
-        from medtune.models import resolve
+    if model is not None:
+        from medtune.models import check_model
 
-        resolve(model.name_or_path)
+        print(check_model(model, getattr(cfg, "lora", None)))
     print(f"recipe ok: {recipe} (stage {stage})")
     return 0
 

@@ -256,6 +256,36 @@ class Loaded:
     chain: list = field(default_factory=list)  # run folders stacked on the base, oldest first
 
 
+def check_model(cfg: ModelConfig, lora: LoraConfig | None = None) -> str:
+    """What `medtune validate` checks of a model, as a run would, without loading weights: the folder (or hub
+    id) resolves, its config and tokenizer load, and every `lora.target_modules` entry names modules of it
+    (an empty copy of the architecture is built on the meta device). Returns the line to print."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = resolve(cfg.name_or_path)
+    weights, manifest = target, read_manifest(target) if Path(target).is_dir() else None
+    while manifest and manifest.get("adapter"):  # an adapter run: its base holds the config
+        weights = resolve(manifest["model"]["weights"])
+        manifest = read_manifest(weights) if Path(weights).is_dir() else None
+    try:
+        config = AutoConfig.from_pretrained(weights, trust_remote_code=cfg.trust_remote_code)
+    except Exception as exc:
+        raise MedtuneError(f"could not load the model config: {type(exc).__name__}: {exc}", where=weights,
+                           hint="check config.json, or pass model.trust_remote_code=true for custom code") from None
+    load_tokenizer(target if (Path(target) / "tokenizer_config.json").is_file() else weights, cfg.trust_remote_code)
+    line = f"model ok: {cfg.name_or_path} ({getattr(config, 'model_type', '?')}; config and tokenizer load)"
+    if lora is not None and lora.method != "full" and lora.target_modules not in (["all-linear"], ["all"]):
+        try:
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        except Exception as exc:
+            return line + f"; LoRA targets not checked ({type(exc).__name__})"
+        check_lora_targets(skeleton, lora)
+        line += f"; LoRA targets {', '.join(lora.target_modules)} found"
+    return line
+
+
 def _torch_dtype(name: str, device: str):
     import torch
 
