@@ -116,3 +116,22 @@ def test_overwrite_with_bad_lora_targets_keeps_the_completed_run(tmp_path, capsy
     new = tmp_path / "new"
     assert main([*args[:-3], f"output_dir={new}", "lora.target_modules=nonexistent_proj"]) == 2
     assert not new.exists()  # a new folder is not left behind empty
+
+
+def test_resume_says_what_it_resumes_from_and_skips_an_incomplete_checkpoint(tmp_path, capsys):
+    """kill -9 while the first checkpoint was written, then resume=true: it silently restarted from step 0."""
+    out = manifest(tmp_path / "run", status="running")
+    torn = out / "checkpoints" / "checkpoint-5"
+    torn.mkdir(parents=True)
+    (torn / "model.safetensors").write_bytes(b"half")  # no trainer_state.json: cut off while written
+    _, _, checkpoint = runs.start(out, resume=True, overwrite=False)
+    assert checkpoint is None
+    said = capsys.readouterr().out
+    assert "checkpoint-5 is incomplete" in said and "starts from step 0" in said
+    done = out / "checkpoints" / "checkpoint-2"
+    done.mkdir()
+    (done / "trainer_state.json").write_text("{}")
+    _, _, checkpoint = runs.start(out, resume=True, overwrite=False)
+    assert checkpoint == done
+    said = capsys.readouterr().out
+    assert "checkpoint-5 is incomplete" in said and f"resuming from {done} (step 2)" in said

@@ -210,7 +210,21 @@ def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | No
     if previous and previous.get("status") != "completed" and not resume and not overwrite:
         raise MedtuneError("an unfinished run is in this folder", where=str(run_dir),
                            hint="pass resume=true to continue it, or overwrite=true to start again")
+    if resume:
+        _say_where_resume_starts(run_dir, checkpoint)
     return run_dir, previous, checkpoint
+
+
+def _say_where_resume_starts(run_dir: Path, checkpoint: Path | None) -> None:
+    """resume=true says what it continues from, and which checkpoints it passes over (cut off while written)."""
+    incomplete = [p for p in sorted((run_dir / "checkpoints").glob("checkpoint-*"))
+                  if p.is_dir() and not (p / "trainer_state.json").is_file()]
+    for p in incomplete:
+        print(f"note: {p} is incomplete (no trainer_state.json: interrupted while it was written); skipped")
+    if checkpoint is not None:
+        print(f"resuming from {checkpoint} (step {checkpoint.name.split('-')[-1]})")
+    elif incomplete:
+        print(f"note: no complete checkpoint in {run_dir / 'checkpoints'}: the run starts from step 0")
 
 
 def refuse_changed_data(run_dir, previous: dict | None, checkpoint, fingerprints) -> None:
