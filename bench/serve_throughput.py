@@ -154,7 +154,21 @@ def baseline(model_spec: str, prompts: list[str], max_tokens: int) -> dict:
         wall = time.perf_counter() - t0
     texts = [tok.decode(o[:-1] if o and o[-1] in cm.stop_ids else o, skip_special_tokens=False) for o in outputs]
     tokens = sum(len(o) for o in outputs)
-    return {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": tokens / wall, "texts": texts}
+    params = sum(p.numel() for p in {id(p): p for p in cm.model.parameters()}.values())  # a tied head counted once
+    return {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": tokens / wall, "texts": texts, "params": params}
+
+
+def matmul_rate() -> float:
+    """The best fp32 2048^3 matmul rate of 5 (FLOP/s): the compute bound that shares are given against."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = 0.0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t0))
+    return best
 
 
 # --- the load run -----------------------------------------------------------------------------------------
@@ -250,10 +264,14 @@ def main(argv=None) -> int:
     print(f"{a.n} bundled prompts, greedy, {a.max_tokens} new tokens; model {a.model}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     base = baseline(a.model, prompts, a.max_tokens)
+    peak = matmul_rate()
+    share = lambda tps: 2 * base["params"] * tps / peak  # noqa: E731  forward FLOPs per token = 2N
+    print(f"compute bound: fp32 matmul {peak / 1e9:.0f} GFLOP/s; 2N = {2 * base['params'] / 1e9:.2f} GFLOP a token")
     print(f"baseline  sequential model.generate: {base['tokens']} tokens in {base['seconds']} s = "
-          f"{base['tokens_per_s']:.1f} tokens/s")
+          f"{base['tokens_per_s']:.1f} tokens/s ({share(base['tokens_per_s']):.1%} of the compute bound)")
 
-    figures = {"model": a.model, "prompts": a.n, "max_tokens": a.max_tokens, "baseline": {k: v for k, v in base.items() if k != "texts"},
+    figures = {"model": a.model, "prompts": a.n, "max_tokens": a.max_tokens, "matmul_flops": peak,
+               "baseline": {k: v for k, v in base.items() if k != "texts"},
                "levels": [], "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                          "processor": platform.processor() or platform.machine()}}
     with tempfile.TemporaryDirectory() as log_dir:
@@ -261,15 +279,18 @@ def main(argv=None) -> int:
         try:
             stream_request(host, port, prompts[0], 4)  # warm-up
             all_same = True
-            print(f"{'clients':>8} {'tokens/s':>9} {'x base':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'ms/token p50':>13} {'same text':>10}")
+            print(f"{'clients':>8} {'tokens/s':>9} {'x base':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'ms/token p50':>13} "
+                  f"{'same text':>10} {'bound':>6}")
             for c in levels:
                 level = run_level(host, port, prompts, c, a.max_tokens)
                 same = sum(t == b for t, b in zip(level.pop("texts"), base["texts"]))
                 all_same &= same == len(prompts)
-                level.update(ratio=level["tokens_per_s"] / base["tokens_per_s"], same_texts=same)
+                level.update(ratio=level["tokens_per_s"] / base["tokens_per_s"], same_texts=same,
+                             compute_share=share(level["tokens_per_s"]))
                 figures["levels"].append(level)
                 print(f"{c:>8} {level['tokens_per_s']:>9.1f} {level['ratio']:>6.2f}x {level['ttft_p50_s']:>8.2f}s "
-                      f"{level['ttft_p95_s']:>8.2f}s {level['token_latency_p50_ms']:>13.1f} {same:>5}/{len(prompts)}")
+                      f"{level['ttft_p95_s']:>8.2f}s {level['token_latency_p50_ms']:>13.1f} {same:>5}/{len(prompts)} "
+                      f"{level['compute_share']:>6.1%}")
             figures["same_texts"] = all_same
             at8 = next((lv["ratio"] for lv in figures["levels"] if lv["concurrency"] == 8), None)
             if at8 is not None:
