@@ -108,7 +108,7 @@ def test_reward_is_read_at_the_last_real_token_whatever_the_padding():
     # the head looks at the last token: changing an earlier token changes the reward, appending pad does not
     padded = models.sequence_rewards(model, torch.tensor([a + [tok.pad_token_id] * 3]),
                                      torch.tensor([[1] * len(a) + [0] * 3]))
-    assert float(padded) == pytest.approx(alone[0], abs=1e-5)
+    assert padded.item() == pytest.approx(alone[0], abs=1e-5)
 
 
 def test_pair_loss_margin_and_centering():

@@ -178,7 +178,6 @@ BAD = [
     ("blank content", {"messages": [{"role": "user", "content": "  \n"}]}, 400, "messages[0].content"),
     ("no content", {"messages": [{"role": "user"}]}, 400, "messages[0].content"),
     ("image content", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages[0].content"),
-    ("reserved character", {"messages": [{"role": "user", "content": "a\ue000b"}]}, 400, "messages"),
     ("max_tokens 0", {**OK, "max_tokens": 0}, 400, "max_tokens"),
     ("max_tokens over the limit", {**OK, "max_tokens": 65}, 400, "max_tokens"),
     ("max_completion_tokens over", {**OK, "max_completion_tokens": 1000}, 400, "max_completion_tokens"),
@@ -224,6 +223,13 @@ def test_control_tokens_typed_by_a_user_stay_text(live, tiny):
                                         add_generation_prompt=True), add_special_tokens=False)["input_ids"]
     assert out["usage"]["prompt_tokens"] == len(safe) != len(naive)
     assert safe.count(tok.convert_tokens_to_ids("<|im_end|>")) == 1  # only the template's own end of turn
+
+
+def test_private_use_characters_are_text_as_in_training(live, tiny):
+    # the data contract trains any text, U+E000 included (medtune's turn markers pick characters the dialogue
+    # does not use), so the server takes it too and encodes it exactly as training does
+    out = chat(live, "a\ue000b\ue001c", max_tokens=2)
+    assert out["usage"]["prompt_tokens"] == len(prompt_ids(tiny, "a\ue000b\ue001c"))
 
 
 def test_system_prompt_option_is_used_when_the_request_has_none(tiny, tmp_path):

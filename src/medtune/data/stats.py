@@ -143,25 +143,8 @@ def _measure(path, tokenizer=None, max_length: int = 1024, *, kind: str = "auto"
 
     n = len(chars)
     lengths = tokens if tokenizer is not None else chars
-    over = sum(length > max_length for length in tokens) if tokenizer is not None else None
-    stats = {
-        "path": str(path),
-        "kind": kind,
-        "format": file_format,
-        "examples": n,
-        "characters": sum(chars),
-        "tokens": sum(tokens) if tokenizer is not None else None,
-        "length_unit": "tokens" if tokenizer is not None else "characters",
-        "lengths": _summary(lengths),
-        "max_length": max_length,
-        "over_max_length": over,
-        "over_max_length_share": round(over / n, 4) if over is not None else None,
-        "exact_duplicates": exact,
-        "exact_duplicate_rate": round(exact / n, 4),
-        "near_duplicates": near_dups,
-        "near_duplicate_rate": round(near_dups / n, 4),
-        "languages": {lang: round(languages[lang] / n, 4) for lang in LANGUAGES},
-    }
+    stats = _common(path, kind, file_format, chars, tokens if tokenizer is not None else None, max_length, exact,
+                    near_dups, languages)
     if kind == "dialogue":
         stats["turns"] = {"min": min(turns), "mean": round(sum(turns) / n, 2), "max": max(turns)}
         stats["multi_turn_share"] = round(multi_turn / n, 4)
@@ -209,16 +192,28 @@ def _measure_pairs(path, tokenizer, max_length: int, *, truncation: str, max_pro
                              max_prompt_length=max_prompt_length, max_answer_length=max_answer_length)
     n = len(pairs)
     lengths = tokens if tokens is not None else chars
-    over = sum(length > max_length for length in tokens) if tokens is not None else None
     stats = {
+        **_common(path, "preference", "preference", chars, tokens, max_length, exact, near_dups, languages),
+        "identical_answers_dropped": read["identical_dropped"],
+        "multi_turn_share": round(multi_turn / n, 4),
+        "truncation": fit,
+    }
+    return stats, lengths
+
+
+def _common(path, kind, file_format, chars, tokens, max_length, exact, near_dups, languages) -> dict:
+    """The figures every kind of file reports; `tokens` is None without a tokenizer (lengths in characters)."""
+    n = len(chars)
+    over = sum(length > max_length for length in tokens) if tokens is not None else None
+    return {
         "path": str(path),
-        "kind": "preference",
-        "format": "preference",
+        "kind": kind,
+        "format": file_format,
         "examples": n,
         "characters": sum(chars),
         "tokens": sum(tokens) if tokens is not None else None,
         "length_unit": "tokens" if tokens is not None else "characters",
-        "lengths": _summary(lengths),
+        "lengths": _summary(tokens if tokens is not None else chars),
         "max_length": max_length,
         "over_max_length": over,
         "over_max_length_share": round(over / n, 4) if over is not None else None,
@@ -227,11 +222,7 @@ def _measure_pairs(path, tokenizer, max_length: int, *, truncation: str, max_pro
         "near_duplicates": near_dups,
         "near_duplicate_rate": round(near_dups / n, 4),
         "languages": {lang: round(languages[lang] / n, 4) for lang in LANGUAGES},
-        "identical_answers_dropped": read["identical_dropped"],
-        "multi_turn_share": round(multi_turn / n, 4),
-        "truncation": fit,
     }
-    return stats, lengths
 
 
 def file_stats(path, tokenizer=None, max_length: int = 1024, **options) -> dict:
