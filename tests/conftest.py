@@ -51,6 +51,17 @@ def _warn_unless_medtune_calls_a_deprecated_api(message, category=None, stacklev
 warnings.warn = _warn_unless_medtune_calls_a_deprecated_api
 
 
+@pytest.fixture(scope="session")
+def default_path():
+    """The embedded default model's folder, or a skip when its package (a `make` install step) is missing."""
+    from medtune import models
+
+    try:
+        return models.default_model_path()
+    except Exception as exc:
+        pytest.skip(f"embedded default model unavailable: {exc}")
+
+
 @pytest.fixture
 def shared_data():
     if not SHARED.is_dir():

@@ -7,14 +7,6 @@ from medtune import models
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def default_path():
-    try:
-        return models.default_model_path()
-    except Exception as exc:  # the package is a `make` install step; without it these tests cannot run
-        pytest.skip(f"embedded default model unavailable: {exc}")
-
-
 def test_default_resolves_to_a_plain_safetensors_checkpoint(default_path):
     from transformers import AutoConfig
 

@@ -13,14 +13,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def default_path():
-    try:
-        return models.default_model_path()
-    except Exception as exc:  # the package is a `make` install step; without it these tests cannot run
-        pytest.skip(f"embedded default model unavailable: {exc}")
-
-
-@pytest.fixture(scope="module")
 def live(default_path, tmp_path_factory):
     server = start("default", "--max-concurrency", "8", log_dir=tmp_path_factory.mktemp("log"))
     yield server

@@ -445,6 +445,16 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename is not None else ""
         _error_line(f"{where}{exc.strerror or exc} (check the paths you gave and their permissions)")
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """A launched (torchrun/accelerate) run leaves its process group before the interpreter exits: gloo's threads
+    outliving it abort the process now and then ("terminate called without an active exception")."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _error_line(text: str) -> None:
