@@ -69,6 +69,8 @@ def main() -> int:
     ap.add_argument("-k", dest="only", default="", help="only the learning tests whose id contains one of these "
                                                          "comma-separated texts")
     args = ap.parse_args()
+    if args.seeds < 1 or args.jobs < 1:
+        ap.error("--seeds and --jobs must be at least 1")
     tests = [t for t in LEARNING_TESTS if any(part in t for part in args.only.split(","))]
     threads = 1 if args.jobs > 1 else 2
     with tempfile.TemporaryDirectory() as tmp:
