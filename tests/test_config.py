@@ -86,3 +86,24 @@ def test_a_section_given_in_part_keeps_the_stages_own_defaults():
     assert cfg.train.max_steps == 5 and cfg.train.learning_rate == 5e-5  # dpo's default, not TrainConfig's 2e-4
     assert load_config(dpo.DPOConfig, None, ["train.learning_rate=1e-3"]).train.learning_rate == 1e-3
     assert load_config(ppo.PPOConfig, None, ["sampling.top_p=0.9"]).sampling.max_new_tokens == 64
+
+
+def test_from_dict_checks_option_sets_as_recipe_keys_and_names_their_source():
+    from medtune.config import from_dict
+    from medtune.eval.runner import EvalSettings
+
+    s = from_dict(EvalSettings, {"tasks": ["mcq"], "shots": 2, "health_langs": "en,zh"}, source="p.yaml: step 'exam'")
+    assert (s.tasks, s.shots, s.health_langs, s.batch_size) == (["mcq"], 2, ["en", "zh"], 8)  # the rest: defaults
+    where = "p.yaml: step 'exam'"
+    for data, message in [
+        ({"shotz": 1}, f"{where}: unknown key 'shotz' (did you mean 'shots'?)"),
+        ({"shots": -1}, f"{where}: field 'shots': got -1; it must be at least 0"),
+        ({"batch_size": 0}, f"{where}: field 'batch_size': got 0; it must be at least 1"),
+        ({"batch_size": "eight"}, f"{where}: field 'batch_size': expected an integer, got 'eight'"),
+        ({"mode": "guess"}, f"{where}: field 'mode': got 'guess'; it must be one of: loglik, generate"),
+        ({"files": ["mcq.jsonl"]}, f"{where}: field 'files': expected a mapping"),
+        ([1, 2], f"{where}: expected a mapping of keys"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            from_dict(EvalSettings, data, source=where)
+        assert str(e.value).startswith(message), str(e.value)

@@ -210,8 +210,24 @@ def _coerce(value: Any, tp, where: str):
     return value
 
 
-def from_dict(cls, data: dict, where: str = "config"):
-    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise ConfigError."""
+def from_dict(cls, data: dict, where: str = "config", *, source: str | None = None):
+    """Build dataclass `cls` from a nested dict, as a recipe is built: an unknown key (with the closest valid
+    one), a wrong type or a value outside its field's range (`metadata=at_least(1)`) raises ConfigError.
+
+    `source` names where the dict came from, for options that are not a recipe file: a pipeline step
+    (`pipe.yaml: step 'exam'`) or a sweep. The error then reads `SOURCE: field 'shots': got -1; it must be
+    at least 0`.
+    """
+    if source is not None:
+        try:
+            return from_dict(cls, data, where)
+        except ConfigError as exc:
+            key = getattr(exc, "key", None)
+            exc.where = source if key is None or exc.key_in_message else f"{source}: field '{key}'"
+            exc.args = (exc.format(),)
+            raise
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys, got {data!r}", where=None if where == "config" else where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune import NOT_MEDICAL_ADVICE, runs
+from medtune.config import SEED_LIMIT, above, at_least, check, one_of
 from medtune.errors import MedtuneError
 from medtune.eval import scoring, tasks
 
@@ -26,26 +27,27 @@ GENERATE_INSTRUCTION = {"en": "Answer with the letter of the correct option.", "
 @dataclass
 class EvalSettings:
     """What `medtune eval` runs. `files` maps a task to its file or folder (else found under `data_dir`);
-    `general_tasks` are scored like `tasks` but reported as general ability (forgetting)."""
+    `general_tasks` are scored like `tasks` but reported as general ability (forgetting). A pipeline's eval
+    step and a merge sweep build it with `config.from_dict` (same key, type and range checks as a recipe)."""
 
     tasks: list[str] = field(default_factory=list)
     general_tasks: list[str] = field(default_factory=list)
     data_dir: str | None = None
-    files: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     setting: str = "reasoning_required"
-    shots: int = 0
-    limit: int = 0
-    seed: int = 0
-    mode: str = "loglik"  # or "generate"
-    batch_size: int = 8
-    max_new_tokens: int = 32
+    shots: int = field(default=0, metadata=at_least(0))
+    limit: int = field(default=0, metadata=at_least(0))
+    seed: int = field(default=0, metadata=check(lambda v: 0 <= v <= SEED_LIMIT, f"between 0 and {SEED_LIMIT}"))
+    mode: str = field(default="loglik", metadata=one_of("loglik", "generate"))
+    batch_size: int = field(default=8, metadata=at_least(1))
+    max_new_tokens: int = field(default=32, metadata=at_least(1))
     general_text: list[str] = field(default_factory=list)
-    text_mode: str = "line"
+    text_mode: str = field(default="line", metadata=one_of("line", "paragraph"))
     health: bool = False
     prompts: str | None = None
-    health_repetition_penalty: float = 1.1
-    health_max_new_tokens: int = 512
-    health_langs: list = field(default_factory=list)
+    health_repetition_penalty: float = field(default=1.1, metadata=above(0))
+    health_max_new_tokens: int = field(default=512, metadata=at_least(1))
+    health_langs: list[str] = field(default_factory=list)
     template: str | None = None
     trust_remote_code: bool = False
 
