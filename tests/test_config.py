@@ -56,7 +56,7 @@ def test_every_shipped_recipe_loads():
 
     import medtune
     from conftest import SHARED
-    from medtune.cli import _stage
+    from medtune.stages import get_stage
     from medtune.config import read_yaml
 
     roots = [Path(__file__).resolve().parents[1] / "recipes", Path(medtune.__file__).parent / "assets" / "recipes"]
@@ -72,7 +72,7 @@ def test_every_shipped_recipe_loads():
             assert f"medtune pipeline {p.parent.name}/{p.name}" in first or f"medtune:recipes/{p.name}" in first
             assert pipeline.check(p)[1]
             continue
-        module, cls = _stage(stage)
+        module, cls = get_stage(stage)
         assert f"medtune {stage} " in first
         cfg = load_config(cls, p)
         if "../shared" not in p.read_text(encoding="utf-8") or SHARED.is_dir():

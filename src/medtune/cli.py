@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
 from medtune.errors import MedtuneError
-
-# stage name -> (module, config class); imported only when used, so `medtune --help` stays fast
-STAGES = {"pt": ("medtune.stages.pt", "PTConfig"), "sft": ("medtune.stages.sft", "SFTConfig"),
-          "rm": ("medtune.stages.rm", "RMConfig"), "dpo": ("medtune.stages.dpo", "DPOConfig"),
-          "ppo": ("medtune.stages.ppo", "PPOConfig"), "grpo": ("medtune.stages.grpo", "GRPOConfig")}
-
-
-def _stage(name: str):
-    module = importlib.import_module(STAGES[name][0])
-    return module, getattr(module, STAGES[name][1])
+from medtune.stages import STAGES, get_stage
 
 
 def _split_recipe(args: list[str]):
@@ -32,7 +22,7 @@ def cmd_stage(ns) -> int:
 
     if ns.command == "rm" and ns.args[:1] == ["score"]:
         return cmd_rm_score(ns.args[1:])
-    module, cls = _stage(ns.command)
+    module, cls = get_stage(ns.command)
     recipe, overrides = _split_recipe(ns.args)
     cfg = load_config(cls, recipe, overrides)
     module.run(cfg)
@@ -85,7 +75,7 @@ def cmd_validate(ns) -> int:
             where=recipe,
             hint=f"add `stage: sft` to the recipe or pass --stage (one of: {', '.join(STAGES)})",
         )
-    module, cls = _stage(stage)
+    module, cls = get_stage(stage)
     cfg = load_config(cls, recipe, overrides)
     output_dir = getattr(cfg, "output_dir", None)
     if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):

@@ -99,15 +99,15 @@ def load(path) -> tuple[Path, list[Step]]:
 def check(path) -> tuple[Path, list[Step]]:
     """`load`, then each training step's recipe with its `set` overrides loaded as its stage would load it
     (unknown keys, wrong types and bad values are reported before anything runs)."""
-    from medtune.cli import _stage
     from medtune.config import load_config
+    from medtune.stages import get_stage
 
     output_dir, steps = load(path)
     for step in steps:
         if step.group == "training":
             overrides = [f"{k}={json.dumps(v)}" for k, v in (step.options.get("set") or {}).items()
                          if not (isinstance(v, str) and v.startswith("@"))]
-            load_config(_stage(step.run)[1], step.options["recipe"], overrides, origin=_origin(path, step))
+            load_config(get_stage(step.run)[1], step.options["recipe"], overrides, origin=_origin(path, step))
     return output_dir, steps
 
 
@@ -162,13 +162,12 @@ def state(folder: Path, step: Step) -> str:
 
 
 def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fresh: bool, path=None) -> None:
-    from medtune.cli import STAGES, _stage
     from medtune.config import load_config
+    from medtune.stages import get_stage
 
     opts = _resolve(step.options, folders)
     if step.group == "training":
-        assert step.run in STAGES
-        module, cls = _stage(step.run)
+        module, cls = get_stage(step.run)
         overrides = [f"{k}={json.dumps(v)}" for k, v in (opts.get("set") or {}).items()]
         model = opts.get("model") or previous
         if model:
