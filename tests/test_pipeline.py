@@ -119,7 +119,13 @@ def test_a_step_killed_mid_training_resumes_and_ends_like_an_uninterrupted_pipel
     ([{"name": "a", "run": "eval", "models": ["@b"]}], "'@b' does not name an earlier step"),
     ([{"name": "a", "run": "eval"}, {"name": "a", "run": "eval"}], "used twice"),
     ([{"name": "a", "run": "sft", "recipe": "medtune:recipes/sft_demo.yaml"},  # a later step's bad override
-      {"name": "b", "run": "dpo", "recipe": "medtune:recipes/dpo_demo.yaml", "set": {"train.nope": 1}}], "nope"),
+      {"name": "b", "run": "dpo", "recipe": "medtune:recipes/dpo_demo.yaml", "set": {"train.nope": 1}}],
+     r"p\.yaml: step 'b': set 'train\.nope': unknown key 'train\.nope'"),
+    # an eval step's options are EvalSettings keys, checked as a recipe's (config.from_dict)
+    ([{"name": "exam", "run": "eval", "shotz": 1}], r"p\.yaml: step 'exam': unknown key 'shotz' \(did you mean 'shots'\?\)"),
+    ([{"name": "exam", "run": "eval", "batch_size": 0}], r"p\.yaml: step 'exam': field 'batch_size': got 0; it must be at least 1"),
+    ([{"name": "exam", "run": "eval", "mode": "guess"}], r"step 'exam': field 'mode': got 'guess'; it must be one of"),
+    ([{"name": "exam", "run": "eval", "limit": "ten"}], r"step 'exam': field 'limit': expected an integer, got 'ten'"),
 ])
 def test_bad_pipeline_recipes_fail_before_anything_runs(tmp_path, steps, message):
     path = tmp_path / "p.yaml"

@@ -34,9 +34,7 @@ _STEP_KEYS = {
     "training": {"name", "run", "recipe", "set", "model"},
     "average": {"name", "run", "base", "tuned", "alpha", "alpha_lower", "alpha_upper", "split_layer"},
     "merge_lora": {"name", "run", "model"},
-    "eval": {"name", "run", "models", "tasks", "files", "general_tasks", "general_text", "text_mode", "health",
-             "health_langs", "prompts", "health_max_new_tokens", "health_repetition_penalty", "limit", "shots",
-             "mode", "seed", "batch_size"},
+    "eval": {"name", "run", "models"},  # and every key of EvalSettings, checked by config.from_dict
 }
 
 
@@ -80,7 +78,9 @@ def load(path) -> tuple[Path, list[Step]]:
             raise ConfigError(f"unknown run '{kind}'", where=at, hint=f"choose one of: {', '.join(KINDS)}")
         step = Step(name, kind, {k: v for k, v in item.items() if k not in ("name", "run")})
         unknown = set(item) - _STEP_KEYS[step.group]
-        if unknown:
+        if step.run == "eval":
+            eval_settings(step.options, path, step)  # unknown keys, types and ranges, as a recipe's
+        elif unknown:
             raise ConfigError(f"unknown key '{sorted(unknown)[0]}' for a {kind} step", where=at,
                               hint=f"allowed: {', '.join(sorted(_STEP_KEYS[step.group]))}")
         if step.group == "training" and not item.get("recipe"):
@@ -125,6 +125,16 @@ def _origin(path, step: Step):
     return name
 
 
+def eval_settings(options: dict, path, step: Step):
+    """An eval step's options (all but `models`) as the EvalSettings that `medtune eval` would run; a bad one
+    names the pipeline file, the step and the key."""
+    from medtune.config import from_dict
+    from medtune.eval.runner import EvalSettings
+
+    given = {str(k): v for k, v in options.items() if k != "models"}
+    return from_dict(EvalSettings, given, source=f"{path}: step '{step.name}'")
+
+
 def _strings(value):
     if isinstance(value, str):
         yield value
@@ -134,10 +144,6 @@ def _strings(value):
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
-
-
-def _as_list(value) -> list:
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def _resolve(value, folders: dict):
@@ -190,16 +196,7 @@ def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fre
     else:
         from medtune.eval import runner
 
-        settings = runner.EvalSettings(
-            tasks=list(opts.get("tasks") or []), general_tasks=list(opts.get("general_tasks") or []),
-            files=dict(opts.get("files") or {}), general_text=_as_list(opts.get("general_text")),
-            text_mode=opts.get("text_mode", "line"), health=bool(opts.get("health", False)),
-            health_langs=_as_list(opts.get("health_langs")), prompts=opts.get("prompts"),
-            health_max_new_tokens=int(opts.get("health_max_new_tokens", 512)),
-            health_repetition_penalty=float(opts.get("health_repetition_penalty", 1.1)),
-            limit=int(opts.get("limit") or 0), shots=int(opts.get("shots", 0)), mode=opts.get("mode", "loglik"),
-            seed=int(opts.get("seed", 0)), batch_size=int(opts.get("batch_size", 8)),
-        )
+        settings = eval_settings(opts, path, step)
         targets = opts.get("models") or [previous]
         # evaluated into a fresh temporary folder that then replaces the step's folder: an earlier evaluation
         # stays whole until this one has finished, and no result of another model list is left behind
