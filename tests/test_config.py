@@ -107,3 +107,16 @@ def test_from_dict_checks_option_sets_as_recipe_keys_and_names_their_source():
         with pytest.raises(ConfigError) as e:
             from_dict(EvalSettings, data, source=where)
         assert str(e.value).startswith(message), str(e.value)
+
+
+def test_the_eval_commands_options_build_its_settings_through_from_dict():
+    from medtune.cli import build_parser, eval_settings
+
+    ns = build_parser().parse_args(["eval", "m", "--tasks", "mcq, pubmedqa", "--file", "mcq=a.jsonl", "--shots", "2",
+                                    "--general-text", "a,b.txt", "--health-langs", "en,zh", "--mode", "generate"])
+    s = eval_settings(ns)
+    assert (s.tasks, s.files, s.shots, s.general_text, s.health_langs, s.mode) == (
+        ["mcq", "pubmedqa"], {"mcq": "a.jsonl"}, 2, ["a,b.txt"], ["en", "zh"], "generate")
+    assert (s.limit, s.batch_size, s.text_mode, s.general_tasks) == (0, 8, "line", [])  # argparse's defaults
+    with pytest.raises(ConfigError, match="expected TASK=PATH"):
+        eval_settings(build_parser().parse_args(["eval", "m", "--file", "mcq"]))

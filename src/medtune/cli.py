@@ -176,8 +176,28 @@ def cmd_serve(ns) -> int:
     return app.main(ns.model, settings)
 
 
-def _task_list(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+def task_files(specs: list[str] | None) -> dict[str, str]:
+    """`--file TASK=PATH` (repeatable) -> {task: path}."""
+    files = {}
+    for spec in specs or []:
+        task, sep, path = spec.partition("=")
+        if not sep or not task.strip() or not path.strip():
+            raise MedtuneError(f"--file {spec!r}: expected TASK=PATH", hint="e.g. --file pubmedqa=data/ori_pqal.json")
+        files[task.strip()] = path.strip()
+    return files
+
+
+def eval_settings(ns, **given):
+    """EvalSettings from the parsed eval options in `ns` (each option whose dest is a settings field; comma lists
+    such as --tasks become lists), then `given`; built by config.from_dict, as a pipeline's eval step is."""
+    from dataclasses import fields
+
+    from medtune.config import from_dict
+    from medtune.eval.runner import EvalSettings
+
+    values = {f.name: getattr(ns, f.name) for f in fields(EvalSettings) if getattr(ns, f.name, None) is not None}
+    values["files"] = task_files(getattr(ns, "file", None))
+    return from_dict(EvalSettings, {**values, **given}, source="command line")
 
 
 def cmd_eval(ns) -> int:
@@ -193,20 +213,7 @@ def cmd_eval(ns) -> int:
         return 0
     if not ns.model:
         raise MedtuneError("eval needs a model or run folder", hint="medtune eval runs/demo-sft --tasks mcq")
-    files = {}
-    for spec in ns.file or []:
-        task, sep, path = spec.partition("=")
-        if not sep or not task or not path:
-            raise MedtuneError(f"--file {spec!r}: expected TASK=PATH", hint="e.g. --file pubmedqa=data/ori_pqal.json")
-        files[task.strip()] = path.strip()
-    settings = runner.EvalSettings(
-        tasks=_task_list(ns.tasks), general_tasks=_task_list(ns.general_tasks), data_dir=ns.data_dir, files=files,
-        setting=ns.setting, shots=ns.shots, limit=ns.limit, seed=ns.seed, mode=ns.mode, batch_size=ns.batch_size,
-        max_new_tokens=ns.max_new_tokens, general_text=ns.general_text or [], text_mode=ns.text_mode,
-        health=ns.health, prompts=ns.prompts, health_repetition_penalty=ns.health_repetition_penalty,
-        health_max_new_tokens=ns.health_max_new_tokens,
-        health_langs=_task_list(ns.health_langs), template=ns.template, trust_remote_code=ns.trust_remote_code,
-    )
+    settings = eval_settings(ns)
     for name in settings.tasks + settings.general_tasks:
         from medtune.eval import tasks
 
