@@ -1,7 +1,7 @@
 import pytest
 
 from medtune.config import load_config, parse_overrides
-from medtune.errors import ConfigError
+from medtune.errors import ConfigError, MedtuneError
 from medtune.stages.sft import SFTConfig
 
 
@@ -118,5 +118,5 @@ def test_the_eval_commands_options_build_its_settings_through_from_dict():
     assert (s.tasks, s.files, s.shots, s.general_text, s.health_langs, s.mode) == (
         ["mcq", "pubmedqa"], {"mcq": "a.jsonl"}, 2, ["a,b.txt"], ["en", "zh"], "generate")
     assert (s.limit, s.batch_size, s.text_mode, s.general_tasks) == (0, 8, "line", [])  # argparse's defaults
-    with pytest.raises(ConfigError, match="expected TASK=PATH"):
+    with pytest.raises(MedtuneError, match="expected TASK=PATH"):
         eval_settings(build_parser().parse_args(["eval", "m", "--file", "mcq"]))
