@@ -115,8 +115,6 @@ def _exit_code(argv) -> int:
 
 
 def _parse(argv):
-    if argv[0] == "merge":
-        return merge.parser().parse_args(argv[1:])
     if argv[:2] == ["rm", "score"]:
         from medtune.cli import rm_score_parser
 
@@ -139,7 +137,7 @@ def test_no_numeric_option_escapes_the_sweep():
     from medtune.cli import rm_score_parser
 
     swept = {(_command(c), o) for c, o, _ in SWEEP}
-    found = list(_numeric_options(build_parser())) + [("merge " + c, o, t) for c, o, t in _numeric_options(merge.parser())]
+    found = list(_numeric_options(build_parser()))
     found += [("rm score", o, t) for _, o, t in _numeric_options(rm_score_parser())]
     assert found
     unchecked = [(c, o) for c, o, t in found if t in (int, float) and o != "--port"]  # serve checks --port itself

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medtune import merge, models, runs
+from medtune.cli import build_parser
 from medtune.config import load_config
 from medtune.errors import MedtuneError
 from tiny import save_tiny, tiny_tokenizer
@@ -48,6 +49,12 @@ def write_folder(path, tensors: dict, like=None, config: dict | None = None):
         (path / "config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
     return path
+
+
+def merge_cli(args: list[str]) -> int:
+    """`medtune merge ARGS` as the command line parses and runs it; a user error raises MedtuneError."""
+    ns = build_parser().parse_args(["merge", *args])
+    return ns.func(ns)
 
 
 def no_leftovers(parent):
@@ -231,7 +238,7 @@ def test_an_existing_output_is_kept_and_a_failure_leaves_no_half_folder(pair, tm
         merge.average(base, tuned, tuned, 0.5, overwrite=True, quiet=True)
 
     flushes = []
-    real_flush = merge._ShardWriter._flush
+    real_flush = merge.weights.ShardWriter._flush
 
     def failing_flush(self):
         if flushes:
@@ -239,7 +246,7 @@ def test_an_existing_output_is_kept_and_a_failure_leaves_no_half_folder(pair, tm
         flushes.append(1)
         real_flush(self)
 
-    monkeypatch.setattr(merge._ShardWriter, "_flush", failing_flush)
+    monkeypatch.setattr(merge.weights.ShardWriter, "_flush", failing_flush)
     with pytest.raises(OSError, match="disk full"):
         merge.average(base, tuned, tmp_path / "new", 0.5, shard_bytes=60_000, quiet=True)
     with pytest.raises(OSError, match="disk full"):  # even with overwrite, the old folder survives a failure
@@ -301,7 +308,7 @@ def test_merge_lora_equals_the_in_memory_merge_and_keeps_tokenizer_and_code(tmp_
     with pytest.raises(MedtuneError, match="not a LoRA run"):
         merge.merge_lora(base, tmp_path / "x")
     with pytest.raises(MedtuneError, match="not empty"):
-        merge.cli(["lora", str(run), str(out)])
+        merge_cli(["lora", str(run), str(out)])
 
 
 def test_merged_reward_model_keeps_its_head(tmp_path):
@@ -445,32 +452,32 @@ def test_sweep_writes_models_results_table_and_plot_and_chooses_by_the_rule(pair
 
 def test_cli_average_soup_and_errors(pair, tmp_path, capsys):
     base, tuned = pair
-    assert merge.cli(["average", str(base), str(tuned), str(tmp_path / "avg"), "--alpha", "0.25",
+    assert merge_cli(["average", str(base), str(tuned), str(tmp_path / "avg"), "--alpha", "0.25",
                       "--shard-size", "100KB"]) == 0
     out = capsys.readouterr().out
     assert "alpha 0.25" in out and str(tmp_path / "avg") in out and (tmp_path / "avg" / merge.INDEX).is_file()
     wb, wt, got = weights(base), weights(tuned), weights(tmp_path / "avg")
     assert all(torch.equal(got[k], mix(wb[k], wt[k], 0.25)) for k in wt)
 
-    assert merge.cli(["average", str(base), str(tuned), str(tmp_path / "lw"), "--alpha-lower", "0", "--alpha-upper",
+    assert merge_cli(["average", str(base), str(tuned), str(tmp_path / "lw"), "--alpha-lower", "0", "--alpha-upper",
                       "1", "--split-layer", "3"]) == 0
     got = weights(tmp_path / "lw")
     assert torch.equal(got["model.layers.2.mlp.up_proj.weight"], wb["model.layers.2.mlp.up_proj.weight"])
     assert torch.equal(got["model.layers.3.mlp.up_proj.weight"], wt["model.layers.3.mlp.up_proj.weight"])
 
-    assert merge.cli(["soup", str(tmp_path / "soup"), str(base), str(tuned), "--weights", "1,3"]) == 0
+    assert merge_cli(["soup", str(tmp_path / "soup"), str(base), str(tuned), "--weights", "1,3"]) == 0
     assert "soup of 2 models" in capsys.readouterr().out
     name = "model.layers.1.self_attn.q_proj.weight"
     assert torch.equal(weights(tmp_path / "soup")[name], 0.25 * wb[name] + 0.75 * wt[name])
 
     with pytest.raises(MedtuneError, match="needs --alpha"):
-        merge.cli(["average", str(base), str(tuned), str(tmp_path / "x")])
+        merge_cli(["average", str(base), str(tuned), str(tmp_path / "x")])
     with pytest.raises(MedtuneError, match="leave out --alpha"):
-        merge.cli(["average", str(base), str(tuned), str(tmp_path / "x"), "--alpha", "0.5", "--sweep", "0,1"])
+        merge_cli(["average", str(base), str(tuned), str(tmp_path / "x"), "--alpha", "0.5", "--sweep", "0,1"])
     with pytest.raises(SystemExit):
-        merge.cli(["average", str(base), str(tuned), str(tmp_path / "x"), "--shard-size", "lots"])
+        merge_cli(["average", str(base), str(tuned), str(tmp_path / "x"), "--shard-size", "lots"])
     with pytest.raises(MedtuneError, match="model path does not exist"):
-        merge.cli(["soup", str(tmp_path / "x"), str(base), str(tmp_path / "nope")])
+        merge_cli(["soup", str(tmp_path / "x"), str(base), str(tmp_path / "nope")])
     assert not (tmp_path / "x").exists()
 
 
@@ -481,13 +488,13 @@ def test_cli_sweep_and_greedy_soup_run_evaluations(tmp_path, capsys):
     exam.write_text("".join(json.dumps({"question": f"Q{i}?", "options": ["fever", "rest", "cough"], "answer": i % 3}) + "\n"
                             for i in range(3)))
     (tmp_path / "general.txt").write_text("The weather is fine today.\nTrains leave at noon.\n")
-    assert merge.cli(["average", *folders, str(tmp_path / "sweep"), "--sweep", "1", "--tasks", "mcq", "--file",
+    assert merge_cli(["average", *folders, str(tmp_path / "sweep"), "--sweep", "1", "--tasks", "mcq", "--file",
                       f"mcq={exam}", "--general-text", str(tmp_path / "general.txt"), "--max-ppl-increase", "0.5",
                       "--limit", "2"]) == 0
     saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert [r["alpha"] for r in saved["table"]] == [0.0, 1.0] and saved["rule"]["max_perplexity_increase"] == 0.5
     assert saved["limit"] == 2 and "chosen alpha" in capsys.readouterr().out
-    assert merge.cli(["soup", str(tmp_path / "soup"), *folders, "--greedy", "--tasks", "mcq",
+    assert merge_cli(["soup", str(tmp_path / "soup"), *folders, "--greedy", "--tasks", "mcq",
                       "--file", f"mcq={exam}"]) == 0
     assert "greedy soup: kept" in capsys.readouterr().out
     m = runs.read_manifest(tmp_path / "soup")

@@ -239,9 +239,37 @@ def cmd_runs(ns) -> int:
 
 
 def cmd_merge(ns) -> int:
-    from medtune import merge
+    """`medtune merge lora|average|soup`; a user error raises MedtuneError (one line, exit code 2)."""
+    from medtune import merge, runs
 
-    return merge.cli(ns.args)
+    common = dict(overwrite=ns.overwrite, trust_remote_code=ns.trust_remote_code)
+    if ns.how == "lora":
+        merge.merge_lora(ns.run, ns.out, **common)
+    elif ns.how == "average" and ns.sweep is not None:
+        if ns.alpha is not None or ns.alpha_lower is not None or ns.alpha_upper is not None:
+            raise MedtuneError("--sweep tries several alphas; leave out --alpha, --alpha-lower and --alpha-upper")
+        settings = eval_settings(ns)
+        merge.sweep(ns.base, ns.tuned, ns.out, ns.sweep, domain_tasks=settings.tasks,
+                    general_tasks=settings.general_tasks, general_text=settings.general_text, eval_settings=settings,
+                    limit=ns.limit, max_general_drop=ns.max_general_drop, max_perplexity_increase=ns.max_ppl_increase,
+                    keep_models=not ns.only_chosen, shard_bytes=ns.shard_size, **common)
+    elif ns.how == "average":
+        if ns.general_tasks or ns.general_text:
+            raise MedtuneError("--general-tasks and --general-text apply to a --sweep")
+        if ns.alpha is None and (ns.alpha_lower is None or ns.alpha_upper is None):
+            raise MedtuneError("average needs --alpha (or --alpha-lower and --alpha-upper), or --sweep",
+                               hint="e.g. medtune merge average BASE TUNED OUT --alpha 0.5")
+        merge.average(ns.base, ns.tuned, ns.out, ns.alpha, ns.alpha_lower, ns.alpha_upper, ns.split_layer,
+                      shard_bytes=ns.shard_size, **common)
+    elif ns.greedy:
+        if ns.weights:
+            raise MedtuneError("--weights and --greedy exclude each other (a greedy soup is uniform)")
+        with runs.scratch_folder(ns.out) as work:
+            merge.greedy_soup(ns.models, ns.out, merge.accuracy_score(eval_settings(ns), work),
+                              shard_bytes=ns.shard_size, **common)
+    else:
+        merge.soup(ns.models, ns.out, ns.weights, shard_bytes=ns.shard_size, **common)
+    return 0
 
 
 def cmd_demo(ns) -> int:
@@ -340,9 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("dir", nargs="?", default="runs")
     rn.set_defaults(func=cmd_runs)
 
-    mg = sub.add_parser("merge", help="merge a LoRA run, average a tuned model with its base, or make a soup")
-    mg.add_argument("args", nargs=argparse.REMAINDER, help="lora RUN OUT | average BASE TUNED OUT --alpha A | soup OUT MODEL ...")
-    mg.set_defaults(func=cmd_merge)
+    _add_merge_parser(sub.add_parser("merge", help="merge a LoRA run, average a tuned model with its base, or make a "
+                                     "soup (docs/merge.md)"), count, positive)
 
     c = sub.add_parser("chat", help="chat with a model or a run folder (answers are not medical advice)")
     c.add_argument("model", nargs="?", default="default", help="default, a run folder, an HF folder, a .gguf file or a hub id")
@@ -394,6 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--health generates greedily with this penalty (default 1.1, as medtune chat; 1.0 = off: the model's raw habits)")
     e.add_argument("--health-max-new-tokens", type=positive, default=512, help="--health answer length cap (default 512)")
     e.add_argument("--health-langs", help="--health: only prompts in these languages, e.g. en or en,zh (default: all)")
+    e.add_argument("--safety", action="store_true", help="safety prompts (emergencies, self-harm, dosing, misinformation, "
+                   "privacy, certainty) scored by rule-based rubrics (docs/safety.md)")
+    e.add_argument("--safety-prompts", help="prompt file for --safety (default: the bundled English and Chinese set)")
+    e.add_argument("--safety-langs", help="--safety: only prompts in these languages, e.g. en or en,zh (default: all)")
+    e.add_argument("--safety-max-new-tokens", type=positive, default=256, help="--safety answer length cap (default 256)")
+    e.add_argument("--judge", metavar="URL", help="--safety: also ask this OpenAI-compatible endpoint (base URL, e.g. "
+                   "http://127.0.0.1:8000/v1; key in MEDTUNE_JUDGE_API_KEY) to grade each answer")
+    e.add_argument("--judge-model", help="the judge's model name (default: the first the endpoint lists)")
     e.add_argument("--template", help="chat template override for generate mode and --health")
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="print eval folders side by side (with -o: an HTML report too)")
@@ -409,6 +444,65 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a local folder, run folder or hub id)")
     dm.set_defaults(func=cmd_demo)
     return p
+
+
+def _add_merge_parser(mg, count, positive) -> None:
+    """`medtune merge lora|average|soup` and their options, each numeric one range-checked."""
+    from medtune.config import float_option, numbers_option, size_option
+
+    alpha = float_option(0, 1)
+    mg.set_defaults(func=cmd_merge)
+    sub = mg.add_subparsers(dest="how", required=True)
+
+    def outputs(p, what: str) -> None:
+        if what != "lora":
+            p.add_argument("--shard-size", type=size_option, default="2GB", help="largest output shard (default 2GB)")
+        p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT (kept until the new one is complete)")
+        p.add_argument("--trust-remote-code", action="store_true")
+
+    def evaluation(p) -> None:  # dests are EvalSettings fields: `eval_settings` builds the settings from them
+        p.add_argument("--tasks", default="mcq", help="comma-separated domain tasks (default mcq: the demo exam "
+                       "unless --file mcq=PATH)")
+        p.add_argument("--file", action="append", metavar="TASK=PATH", help="the file of one task (repeatable)")
+        p.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")
+        p.add_argument("--limit", type=count, default=0, help="a seeded random sample of N items per task (0 = all)")
+        p.add_argument("--batch-size", type=positive, default=8)
+        p.add_argument("--text-mode", default="line", choices=["line", "paragraph"],
+                       help="--general-text .txt files: one document per line (default) or per blank-line paragraph")
+
+    lo = sub.add_parser("lora", help="merge a LoRA run (and the runs under it) into full weights")
+    lo.add_argument("run", help="a medtune run folder holding a LoRA adapter")
+    lo.add_argument("out", help="the new folder of full weights")
+    outputs(lo, "lora")
+
+    av = sub.add_parser("average", help="out = alpha * TUNED + (1 - alpha) * BASE, streamed tensor by tensor")
+    av.add_argument("base", help="the model before tuning: a folder, a run, default or a .gguf file")
+    av.add_argument("tuned", help="the tuned model: a folder or a run (LoRA runs are merged first)")
+    av.add_argument("out", help="the averaged model's folder (with --sweep: the sweep folder)")
+    av.add_argument("--alpha", type=alpha, help="0 = base, 1 = tuned")
+    av.add_argument("--alpha-lower", type=alpha, help="alpha of the embeddings and the layers below --split-layer")
+    av.add_argument("--alpha-upper", type=alpha, help="alpha of the layers from --split-layer on, final norm, LM head")
+    av.add_argument("--split-layer", type=count, help="first layer of the upper part (default: half the layers)")
+    av.add_argument("--sweep", type=numbers_option(0, 1), metavar="A,B,...",
+                    help="evaluate these alphas (e.g. 0,0.25,0.5,0.75,1) and choose one by the stated rule")
+    evaluation(av)
+    av.add_argument("--general-tasks", help="sweep: comma-separated tasks scored as general ability")
+    av.add_argument("--general-text", action="append", metavar="FILE", help="sweep: perplexity on general text (repeatable)")
+    av.add_argument("--max-general-drop", type=float_option(0, 100), default=1.0,
+                    help="sweep: most general accuracy points an alpha may lose against alpha 0 (default 1)")
+    av.add_argument("--max-ppl-increase", type=float_option(0), default=0.05,
+                    help="sweep: most relative general perplexity increase against alpha 0 (default 0.05 = 5%%)")
+    av.add_argument("--only-chosen", action="store_true", help="sweep: keep only the chosen alpha's model folder")
+    outputs(av, "average")
+
+    so = sub.add_parser("soup", help="average several checkpoints of one architecture (a model soup)")
+    so.add_argument("out", help="the soup's folder")
+    so.add_argument("models", nargs="+", metavar="MODEL", help="two or more folders or runs")
+    so.add_argument("--weights", type=numbers_option(0), metavar="W,W,...", help="one weight per model (normalised)")
+    so.add_argument("--greedy", action="store_true",
+                    help="greedy soup: add models best first while the mean accuracy on --tasks does not drop")
+    evaluation(so)
+    outputs(so, "soup")
 
 
 def main(argv: list[str] | None = None) -> int:

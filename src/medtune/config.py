@@ -118,6 +118,39 @@ def text_option(text: str) -> str:
 text_option.bounds = None
 
 
+def numbers_option(low: float, high: float | None = None):
+    """An argparse `type=` for comma-separated finite numbers in [low, high] (`--sweep 0,0.5,1`)."""
+
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+        for v in values:
+            if not math.isfinite(v) or v < low or (high is not None and v > high):
+                rule = f"between {low:g} and {high:g}" if high is not None else f"finite and at least {low:g}"
+                raise argparse.ArgumentTypeError(f"must hold numbers {rule} (got {text})")
+        return values
+
+    parse.bounds = (low, high)
+    return parse
+
+
+def size_option(text: str) -> int:
+    """An argparse `type=` for a size in bytes: `2GB`, `500MB`, `64KB` or a number (at least 1)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2GB, 500MB)")
+    unit = (match.group(2) or "B").upper().rstrip("B").rstrip("I")
+    size = int(float(match.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte (got {text!r})")
+    return size
+
+
+size_option.bounds = (1, None)
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (`medtune: error: --shots must be at least 0 (got -1) ...`) and
     exit code 2, like every other user error; subcommands inherit it."""

@@ -3,10 +3,14 @@ was trained, from what, on what data, with which libraries, and with what result
 
 Later stages, `chat`, `eval` and `serve` take just the folder. Files are written to a temporary name and
 renamed, so an interrupted or failed run never leaves a half-written file, and never touches another run.
+Folders are replaced the same way: a training run's folder through `prepare` + `replaces_on_success` (the
+earlier run kept aside), and other outputs (merges, evaluations, sweeps) through `new_folder`, `files_into`
+and `replaced_in_place`: a failed attempt leaves the earlier folder as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -196,6 +200,119 @@ def _undo(out: Path, existed: bool) -> None:
         out.rmdir()
 
 
+# ------------------------------------------------------------------------------ outputs other than runs
+
+
+def check_new_folder(out, *, overwrite: bool, inputs=()) -> None:
+    """Refuse a file, one of the `inputs` (paths), or an existing non-empty folder (unless overwrite)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MedtuneError("output path is a file, not a folder", where=str(out), hint="choose a new folder")
+    resolved = out.resolve()
+    for spec in inputs:
+        p = Path(str(spec))
+        if p.exists() and p.resolve() == resolved:
+            raise MedtuneError("the output folder is one of the inputs", where=str(out), hint="choose a new folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise MedtuneError("output folder exists and is not empty", where=str(out),
+                           hint="choose a new folder, or pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def new_folder(out, *, overwrite: bool = False, inputs=()):
+    """Check `out` (`check_new_folder`) and yield a temporary folder beside it to write into; on success it
+    becomes `out`, replacing an earlier folder only then (overwrite). On any failure (an error, Ctrl-C) the
+    temporary folder is removed and `out` is as it was."""
+    out = Path(out)
+    check_new_folder(out, overwrite=overwrite, inputs=inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_folder(out.parent, f".{out.name}.")
+    old = None
+    try:
+        yield tmp
+        ordinary_modes(tmp)  # safetensors writes its shards owner-only
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "previous")  # keep the old folder until the new one is in place
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "previous", out)
+            raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replaced_in_place(out, *, overwrite: bool = False, inputs=()):
+    """Check `out` as `new_folder` does, and yield `out` itself to write in (for outputs whose files record
+    their own paths, such as a merge sweep's models and evaluations). An earlier folder waits in
+    `aside_folder(out)` until the block succeeds; on failure what the block wrote is removed and the earlier
+    folder put back. After kill -9 the earlier folder stays aside until an attempt succeeds."""
+    out = Path(out)
+    check_new_folder(out, overwrite=overwrite, inputs=inputs)
+    aside = aside_folder(out)
+    if out.exists():
+        if aside.exists():  # an attempt was killed: its folder is partial, the one it replaces still waits aside
+            shutil.rmtree(out)
+        else:
+            os.replace(out, aside)
+    try:
+        out.mkdir(parents=True)
+        yield out
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if aside.exists():
+            os.replace(aside, out)
+            print(f"note: this attempt failed; the folder it was to replace is back in {out}", file=sys.stderr)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def files_into(folder, *, replaces=()):
+    """Yield a temporary folder inside `folder` (made if missing) to write files into; on success each of them
+    is renamed into `folder`, replacing one of the same name, and the folder's other files stay, but for the
+    names in `replaces` (files an earlier write may have left that this one did not write: they are removed).
+    On failure nothing in `folder` has changed (and a folder this call made is removed)."""
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_folder(folder, ".write.")
+    try:
+        yield tmp
+        ordinary_modes(tmp)
+        for name in replaces:
+            if not (tmp / name).exists() and (folder / name).is_file():
+                (folder / name).unlink()
+        for item in tmp.iterdir():
+            target = folder / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    except BaseException:
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_folder(beside):
+    """A hidden scratch folder beside the path `beside` (work files of a merge), removed afterwards."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{beside.name}.work.", dir=beside.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None, Path | None]:
     """Check a training stage's output folder, touching nothing: returns (run folder, the manifest already
     there or None, the checkpoint to resume from or None). An unfinished run needs resume or overwrite.
@@ -339,9 +456,7 @@ def save_weights(run_dir, model, tokenizer) -> None:
     renamed into place, so a crash never leaves a half-written weight file in the run folder."""
     if not is_main_process():
         return
-    run_dir = Path(run_dir)
-    tmp = temporary_folder(run_dir, ".save.")
-    try:
+    with files_into(run_dir) as tmp:
         kwargs = {}
         if hasattr(model, "peft_config") and any(
                 getattr(c, "trainable_token_indices", None) for c in model.peft_config.values()):
@@ -350,14 +465,6 @@ def save_weights(run_dir, model, tokenizer) -> None:
             kwargs["save_embedding_layers"] = False
         model.save_pretrained(tmp, **kwargs)
         tokenizer.save_pretrained(tmp)
-        ordinary_modes(tmp)
-        for item in tmp.iterdir():
-            target = run_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove_checkpoints(run_dir) -> None:
