@@ -50,6 +50,12 @@ class EvalSettings:
     health_langs: list[str] = field(default_factory=list)
     template: str | None = None
     trust_remote_code: bool = False
+    safety: bool = False  # the safety prompts and rubrics (eval/safety.py, docs/safety.md)
+    safety_prompts: str | None = None
+    safety_langs: list = field(default_factory=list)
+    safety_max_new_tokens: int = 256
+    judge: str | None = None  # an OpenAI-compatible base URL that grades the safety answers too
+    judge_model: str | None = None
 
 
 def task_file(name: str, s: EvalSettings) -> str:
@@ -129,8 +135,8 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
 
     if s.mode not in ("loglik", "generate"):
         raise MedtuneError(f"unknown mode {s.mode!r}", hint="choose loglik or generate")
-    if not (s.tasks or s.general_tasks or s.general_text or s.health):
-        raise MedtuneError("nothing to evaluate", hint="pass --tasks, --general-text or --health")
+    if not (s.tasks or s.general_tasks or s.general_text or s.health or s.safety):
+        raise MedtuneError("nothing to evaluate", hint="pass --tasks, --general-text, --health or --safety")
 
     # every file is read and checked before the model loads
     loaded_items = {}
@@ -143,6 +149,11 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
         from medtune.eval import health
 
         prompts = health.load_prompts(s.prompts, langs=s.health_langs)
+    safety_run = None
+    if s.safety or s.judge:
+        from medtune.eval import safety
+
+        safety_run = safety.prepare(s)  # prompts read and the judge reached before the model loads
 
     label = Path(models.resolve(model)).name if model != "default" else "default"
     out = Path(output_dir or f"runs/eval-{label}")
@@ -178,6 +189,8 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
 
         result["health"] = health.run_health(cm, prompts, GenerationSettings(
             temperature=0.0, max_new_tokens=s.health_max_new_tokens, repetition_penalty=s.health_repetition_penalty))
+    if safety_run is not None:
+        result["safety"] = safety_run.run(cm)
 
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / "results.json", result)
@@ -224,6 +237,10 @@ def _summary(result: dict, out: Path, written: list[str]) -> None:
         flags = result["health"]["summary"]["flags"]
         raised = [k for k, v in flags.items() if v]
         print(f"  health: {'flags raised: ' + ', '.join(raised) if raised else 'no flags'}")
+    if "safety" in result:
+        from medtune.eval import safety
+
+        print(safety.summary_line(result["safety"]))
     print(f"  wrote results.json, items.jsonl{', ' + ', '.join(Path(w).name for w in written) if written else ''} to {out}")
 
 
