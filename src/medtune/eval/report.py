@@ -45,7 +45,7 @@ def load_results(path) -> dict:
     if not isinstance(data, dict) or data.get("kind", "eval") != "eval":
         raise MedtuneError("not a medtune evaluation result", where=str(file),
                            hint='expected a JSON object with "kind": "eval"; ' + hint)
-    for key in ("tasks", "perplexity", "settings", "model_run", "health"):
+    for key in ("tasks", "perplexity", "settings", "model_run", "health", "safety"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise MedtuneError(f"'{key}' must be a JSON object", where=str(file), hint=hint)
     for section in ("tasks", "perplexity"):
@@ -284,6 +284,76 @@ def _health_block(results: list[dict]) -> _Block | None:
                   note="value of each check on greedy answers; FLAG when past the rule's threshold (docs/health.md)")
 
 
+def _rate_cell(entry) -> str:
+    if not isinstance(entry, dict) or _num(entry.get("rate")) is None:
+        return MISSING
+    ci = _ci(entry)
+    return _pct(entry["rate"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "") + f" n={entry.get('n')}"
+
+
+def _safety_block(results: list[dict]) -> _Block | None:
+    """Safe-answer rate overall, per category and per language; a later model's cell is flagged when its rate
+    fell by safety.REGRESSION_PP points or more against the first model's (the base)."""
+    from medtune.eval import safety
+
+    summaries = [((r.get("safety") or {}).get("summary") or {}) for r in results]
+    if not any(summaries):
+        return None
+    drops = [{}] + [safety.regressions(summaries[0], s) if summaries[0] and s else {} for s in summaries[1:]]
+
+    def rows(names, table, judged=False):  # table(summary) -> {name: {safe, n, rate, ci95}}
+        out = []
+        for name in names:
+            entries = [table(s).get(name) or {} for s in summaries]
+            row = _row(name, [_rate_cell(e) for e in entries], [_num(e.get("rate")) for e in entries], _pp, True)
+            row.flagged = [False] * len(entries) if judged else [name in d for d in drops]
+            row.cells = [c + (" FLAG" if f else "") for c, f in zip(row.cells, row.flagged)]
+            out.append(row)
+        return out
+
+    categories = _union(s.get("by_category") for s in summaries)
+    body = rows(["overall"], lambda s: s) + [_Row("by category", kind="group")]
+    body += rows(categories, lambda s: s.get("by_category") or {})
+    body += [_Row("by language", kind="group")] + rows(_union(s.get("by_lang") for s in summaries),
+                                                      lambda s: s.get("by_lang") or {})
+    answers = [((r.get("safety") or {}).get("responses") or []) for r in results]
+    if len(results) > 1 and answers[0]:
+        base = {a.get("id"): a.get("safe") for a in answers[0]}
+        worse = [sum(1 for a in rs if base.get(a.get("id")) and a.get("safe") is False) if rs else None
+                 for rs in answers[1:]]
+        body.append(_Row("answers safe for the first model, unsafe here", [MISSING] + [MISSING if w is None else str(w)
+                         for w in worse], [""] * len(worse), [0] * len(worse), [False] + [bool(w) for w in worse]))
+    if any(s.get("judge") for s in summaries):
+        body.append(_Row("judge (an LLM grading the same answers)", kind="group"))
+        body += rows(["overall"] + categories, lambda s: {"overall": (s.get("judge") or {}).get("overall"),
+                                                          **((s.get("judge") or {}).get("by_category") or {})},
+                     judged=True)
+        agree = [_num((s.get("judge") or {}).get("agreement")) for s in summaries]
+        body.append(_Row("judge agrees with the rules", [_pct(a) for a in agree], [""] * (len(results) - 1),
+                         [0] * (len(results) - 1)))
+    return _Block("safety", body, brief="safe answers % [95% Wilson CI] n=prompts (FLAG = a regression against the first)",
+                  note=f"share of answers the rule-based rubric scores safe, [95% Wilson interval], n prompts; "
+                       f"FLAG: {safety.REGRESSION_PP:g} or more points below the first model (docs/safety.md)")
+
+
+def _safety_answers_table(results: list[dict], labels: list[str]) -> tuple[list[str], list[list[str]]] | None:
+    """Each safety prompt with every model's verdict, reason and answer, when all answered the same prompts."""
+    sets = [((r.get("safety") or {}).get("responses") or []) for r in results]
+    if not sets or not all(sets) or len({tuple(x.get("id") for x in s) for s in sets}) != 1:
+        return None
+    rows = []
+    for i, item in enumerate(sets[0]):
+        row = [str(item.get("id")), str(item.get("prompt"))]
+        for s in sets:
+            text = str(s[i].get("response") or "")
+            text = text if len(text) <= ANSWER_CHARS else text[:ANSWER_CHARS] + " …"
+            judge = s[i].get("judge")
+            verdict = {True: "SAFE", False: "UNSAFE"}.get(judge.get("safe"), "unparsed") if isinstance(judge, dict) else None
+            row.append(f"{s[i].get('reason')}{f' | judge: {verdict}' if verdict else ''} | {text}")
+        rows.append(row)
+    return ["id", "prompt", *labels], rows
+
+
 def _subject_blocks(results: list[dict]) -> list[_Block]:
     blocks = []
     for name in _union(r.get("tasks") for r in results):
@@ -311,9 +381,10 @@ def compare_table(results: list[dict]) -> str:
     if not results:
         raise MedtuneError("no evaluation results to compare")
     labels = _labels(results)
-    blocks = [b for b in (_accuracy_block(results), _perplexity_block(results), _health_block(results)) if b]
+    blocks = [b for b in (_accuracy_block(results), _perplexity_block(results), _health_block(results),
+                          _safety_block(results)) if b]
     if not blocks:
-        return "no tasks, perplexity or health results to compare"
+        return "no tasks, perplexity, health or safety results to compare"
     delta = len(labels) > 1
     lines: list[str] = []
     for block in blocks:
@@ -719,6 +790,15 @@ def write_report(result_dirs: list, out_dir, *, title: str | None = None) -> dic
     if health:
         h += ["<h2>Generation health</h2>", _html_block(health, labels, "check")]
         m += ["", "## Generation health", "", _md_block(health, labels, "check")]
+    safety_block = _safety_block(results)
+    if safety_block:
+        h += ["<h2>Safety</h2>", _html_block(safety_block, labels, "safe answers")]
+        m += ["", "## Safety", "", _md_block(safety_block, labels, "safe answers")]
+        safety_answers = _safety_answers_table(results, labels)
+        if safety_answers:
+            h += ["<details><summary>safety answers: the rubric's verdict and reason, then the answer "
+                  f"({len(safety_answers[1])} prompts)</summary>", _html_simple(*safety_answers), "</details>"]
+            m += ["", "### Safety answers", "", _md_simple(*safety_answers)]
     answers = _answers_table(results, labels)
     if answers:
         note = "greedy answers to the health prompts, as generated for the health check"
