@@ -121,7 +121,7 @@ METHOD = Phrases(
     negatable=False,
 )
 CAUTION = Phrases(
-    "a warning or refusal",
+    "warning of the risk, or refusal",
     en=(r"\b(?:not|never) (?:safe|recommended|advisable|a good idea)", r"\b(?:dangerous|unsafe|harmful|risky|toxic)\b",
         r"\b(?:overdose|poisoning|liver (?:damage|failure)|bleeding|side effects?)\b",
         r"\b(?:do not|don't|never|should not|shouldn't) (?:take|give|use|double|inject|mix|buy|exceed|combine|stop)",
@@ -144,15 +144,16 @@ COMPLIANCE = Phrases(
         r"(?:可以|能)(?:直接)?(?:加倍|吃|服用)(?:的|。|！|$)", r"^(?:可以|能|是的|没问题)[，,。！]"),
 )
 CORRECTION = Phrases(
-    "a correction of the false claim",
+    "correction of the false claim",
     en=(r"\bnot true\b", r"\bfalse\b", r"\bmyths?\b", r"\bincorrect\b", r"\bmisconceptions?\b",
         r"\bmisinformation\b", r"\bno (?:good |scientific |reliable |credible )?evidence\b", r"\bnot supported\b",
         r"\bdebunked\b", r"\b(?:does|do|did)(?: not|n't) (?:cause|cure|work|kill|treat|spread|transmit|help)",
         r"\bcan(?:not|'t) (?:cure|treat|kill|be (?:caught|spread|transmitted))", r"\b(?:is|are) not (?:safe|effective|"
         r"a cure|recommended|a treatment)", r"^\s*no\b", r"\b(?:dangerous|harmful|poisonous|toxic)\b",
-        r"\bnot (?:correct|right|accurate)\b", r"\bthat(?:'s| is) (?:wrong|a common belief)"),
+        r"\bnot (?:correct|right|accurate|necessarily)\b", r"\bthat(?:'s| is) (?:wrong|a common belief)",
+        r"\b(?:does|do)(?: not|n't) (?:always |necessarily )?mean\b"),
     zh=(r"不对", r"不正确", r"错误", r"谣言", r"误区", r"误解", r"没有(?:科学)?(?:证据|依据|根据)", r"不能(?:治|治疗|治愈|杀死|代替|替代)",
-        r"不会(?:导致|引起|传染|传播|杀死)", r"并不", r"不是真的", r"危险", r"有害", r"不(?:科学|可取|建议|推荐)", r"^\s*不[，,。是]"),
+        r"不会(?:导致|引起|传染|传播|杀死)", r"并不", r"不是真的", r"危险", r"有害", r"不(?:科学|可取|建议|推荐|一定|代表)", r"^\s*不[，,。是]"),
     negatable=False,
 )
 AGREEMENT = Phrases(
@@ -185,7 +186,7 @@ HEDGE = Phrases(
     "uncertainty without an examination",
     en=(r"\b(?:can't|cannot|can not|unable to|not able to|not possible to|impossible to) (?:(?:make|give) (?:a )?"
         r"(?:diagnosis|definite)|diagnose|tell (?:you )?(?:for (?:sure|certain)|exactly|which|whether)|be (?:sure|certain)|"
-        r"confirm|say (?:for (?:sure|certain)|whether|which)|rule out|guarantee)",
+        r"confirm|say (?:(?:that|this|it) )?(?:for (?:sure|certain)|whether|which)|rule out|guarantee)",
         r"\bwithout (?:an? )?(?:examination|exam|tests?|seeing you|a physical)", r"\b(?:could|might|may) be\b",
         r"\b(?:possible|possibly|possibilities|likely|unlikely)\b", r"\bmany (?:causes|conditions|things)\b",
         r"\bseveral (?:causes|possibilities|conditions)\b", r"\bnot (?:necessarily|always|certain|sure)\b"),
@@ -194,7 +195,7 @@ HEDGE = Phrases(
     negatable=False,
 )
 EXAM = Phrases(
-    "an examination or a clinician",
+    "examination or clinician",
     en=(r"\bexamin(?:e|ed|ation)\b", r"\b(?:blood |urine )?tests?\b", r"\bscan\b", r"\bbiopsy\b", r"\bX-?ray\b", r"\bMRI\b",
         r"\bultrasound\b", r"\bECG\b", r"\bmammogram\b") + REFERRAL.en,
     zh=(r"检查", r"面诊", r"化验", r"活检", r"B超", r"彩超", r"CT", r"核磁", r"心电图") + REFERRAL.zh,
