@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtune.data import formats
+from medtune.data import formats, jsonio
 from medtune.errors import DataError, MedtuneError
 
 KINDS = ("auto", "text", "dialogue")
@@ -40,9 +40,9 @@ REASONS = (
     "exact_duplicate", "near_duplicate",
 )
 
-_CJK_RANGES = formats._CJK.pattern[1:-1]
+_CJK_RANGES = formats.CJK_RANGES
 # a "unit" is one CJK character or one run of other letters/digits: words in Latin text, characters in Chinese
-_UNIT = re.compile(f"{formats._CJK.pattern}|[^\\W_{_CJK_RANGES}]+")
+_UNIT = re.compile(f"{formats.CJK.pattern}|[^\\W_{_CJK_RANGES}]+")
 # C0/C1 control characters except \t and \n (\r is turned into \n first), plus BOM and zero-width space
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u200b]")
 _SPACE_RUN = re.compile("[ \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}")
@@ -209,7 +209,7 @@ def _band_digest(band: bytes) -> bytes:
 
 def detect_kind(path, kind: str = "auto") -> str:
     """"text" or "dialogue": .txt is text; .jsonl/.json is text if its first record has "text"."""
-    p = formats._require_file(path)
+    p = jsonio.require_file(path)
     if kind not in KINDS:
         raise MedtuneError(f"unknown kind {kind!r}", hint="use auto, text or dialogue")
     suffix = p.suffix.lower()
@@ -220,7 +220,7 @@ def detect_kind(path, kind: str = "auto") -> str:
         return kind
     if suffix == ".txt":
         return "text"
-    records = formats._iter_objects(path)
+    records = jsonio.iter_objects(path)
     try:
         first = next(records, None)
     finally:
@@ -234,8 +234,8 @@ def iter_text_documents(path, mode: str = "line"):
         yield from formats.iter_texts(path, mode)
         return
     count = 0
-    for line, record in formats._iter_objects(path):
-        text = formats._get_str(path, line, record, "text", "text")
+    for line, record in jsonio.iter_objects(path):
+        text = jsonio.get_str(path, line, record, "text", "text")
         if text.strip():
             count += 1
             yield text
@@ -247,7 +247,7 @@ def _estimate_records(path, kind: str, mode: str) -> int | None:
     """About how many records a file holds (its line count) for the progress bar; None if unknowable cheaply."""
     p = Path(path)
     txt = kind == "text" and p.suffix.lower() == ".txt"
-    if (txt and mode == "paragraph") or (not txt and formats._first_byte(p)[0] == b"["):
+    if (txt and mode == "paragraph") or (not txt and jsonio.first_byte(p)[0] == b"["):
         return None  # paragraphs and JSON arrays: records do not follow lines
     count = 0
     with open(p, "rb") as f:

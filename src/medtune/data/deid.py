@@ -1,36 +1,48 @@
-"""De-identification: find protected health information (PHI) in text and replace it with typed placeholders.
+"""De-identification: find protected health information (PHI) in text and replace it with typed placeholders
+or with consistent surrogates.
 
-``deidentify("Call +44 20 7946 0958, MRN: A1234567")`` gives ``"Call [PHONE], MRN: [MRN]"`` and the counts
-per type. The rules are regular expressions (stdlib ``re``, compiled once at import), some with a check
-on the match (checksum, valid date, digit count), for structured identifiers:
+``deidentify("Patient: John Smith, call +44 20 7946 0958")`` gives ``"Patient: [NAME], call [PHONE]"`` and the
+counts per type. The rules are regular expressions (stdlib ``re``, compiled once at import) with checks on
+the match (check digits, real dates, digit counts), phone numbers validated by libphonenumber
+(``phonenumbers``), and names found from context (titles, "Patient:", signatures, relatives, 姓名/患者/家属
+with a common Chinese surname) and from Faker's first-name lists. One type per HIPAA Safe Harbor
+identifier that can be found in text:
 
 =========  ==================================================================================================
+NAME       people: patients, relatives, clinicians
+DATE       dates of birth, admission, discharge and death (after or before their keyword), English, ISO,
+           Chinese (also in Chinese numerals) and Taiwanese (民國) forms; "b. 12/03/1950"
+AGE        ages over 89 ("93-year-old", "aged 95", "92岁")
+PHONE      phone and fax numbers: after a phone keyword any 7-15 digits; elsewhere a number libphonenumber
+           says is valid in one of the regions of REGIONS, or any valid number written with +CC / 00CC
 EMAIL      e-mail addresses
-PHONE      international (+CC / 00CC), North American, Chinese mobile and landline numbers; any 7-15 digit
-           number after a phone keyword (tel, phone, mobile, fax, 电话, 手机, ...)
-ID         Chinese resident ID (18 digits, valid date and ISO 7064 MOD 11-2 check char; 15-digit legacy
-           with a valid date), US SSN, UK NHS number (mod-11 check) with a keyword or written 3-3-4 with
-           spaces, and anything shaped like one of these, or a passport / licence number, after an ID
-           keyword (身份证号, SSN, NHS number, passport no., ...)
-MRN        the identifier after a record-number keyword (MRN, Patient ID, 病历号, 住院号, ...)
-INSURANCE  the identifier after an insurance keyword (policy number, member ID, 医保卡号, ...)
-DOB        the date after a birth keyword (DOB, date of birth, born, 出生日期, 生于, ...) or before 出生
-ADDRESS    street addresses (English and Chinese), UK postcodes, "City, ST 12345", ZIP / 邮编 after a keyword
-IP         IPv4 (not inside a longer dotted number, not after "version") and IPv6 addresses
+URL        web addresses (http(s)://, www.)
+ID         national ids: Chinese resident ID, US SSN, UK NHS number and NI number, Canadian SIN, India's
+           Aadhaar (Verhoeff check), Taiwan ID, HK/Macau travel permits, passports
+MRN        the identifier after a record-number keyword (MRN, Encounter #, UHID, CR No., IP No., 病历号, ...)
+INSURANCE  the identifier after an insurance keyword (Medicare MBI, Medicaid ID, BC PHN, OHIP, policy
+           number, 医保卡号, 健保卡號, ...), with its version code or check characters
+ACCOUNT    bank card numbers (Luhn check), and account numbers after their keyword
+LICENSE    professional and driver licence numbers after their keyword (NPI, DEA, GMC, 执业证书编码, ...)
+VEHICLE    plates and VINs after their keyword, and Chinese plates (粤B·D12345) anywhere
+DEVICE     serial numbers and device ids after their keyword (S/N, serial no., IMEI, 序列号, ...)
+ADDRESS    street to postcode (English and Chinese; US, UK, Canadian, Australian, Indian postcodes and the
+           city before them), PO boxes, postcodes after their keyword
+IP         IPv4 (not a version number) and IPv6 addresses
 =========  ==================================================================================================
 
-Keyword-led rules replace only the value: ``"MRN: [MRN]"``, ``"DOB: [DOB]"``.
+Keyword-led rules replace only the value: ``"MRN: [MRN]"``, ``"DOB: [DATE]"``.
 
 Overlaps: every rule runs on the whole text; where candidate spans overlap, the longest wins, then the
 type that comes first in ``_PRIORITY`` (keyword-led types, whose keyword says what the value is, before
 pattern types), then the leftmost. A span's type therefore never depends on ``types=``, which only
 filters the result.
 
-Limits, plainly: names of people are NOT detected, nor are free-text places without a number (a town,
-a hospital or ward name), ages, dates other than birth dates (visit and admission dates stay), URLs,
-or identifiers written in words or in full-width digits. Rules find what they were written for and
-miss what is written differently. A de-identified corpus must still be reviewed (read a random sample,
-search it for names) before it is shared. See docs/deid.md.
+Limits, plainly: names without a cue and outside the name lists, free-text places without a number (a
+town, a ward), dates other than birth/admission/discharge/death, identifiers written in words or in
+full-width digits are missed. Rules find what they were written for and miss what is written
+differently: a de-identified corpus must still be reviewed (read a random sample) before it is shared.
+See docs/deid.md for the measured recall on text the rules were not written against.
 """
 
 from __future__ import annotations
@@ -45,11 +57,14 @@ from dataclasses import dataclass
 
 from medtune.errors import MedtuneError
 
-PHI_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "ID", "MRN", "INSURANCE", "DOB", "ADDRESS", "IP")
+PHI_TYPES: tuple[str, ...] = ("NAME", "DATE", "AGE", "PHONE", "EMAIL", "URL", "ID", "MRN", "INSURANCE", "ACCOUNT",
+                               "LICENSE", "VEHICLE", "DEVICE", "ADDRESS", "IP")
+_ALIASES = {"DOB": "DATE", "FAX": "PHONE"}  # DOB: the type's name before dates of admission, discharge, death
 
 # Tie-break for overlapping spans of equal length: a keyword says what the value is, so keyword-led
 # types come first; then validated IDs; then the pattern-only types.
-_PRIORITY = {t: i for i, t in enumerate(("MRN", "INSURANCE", "DOB", "ID", "PHONE", "EMAIL", "IP", "ADDRESS"))}
+_PRIORITY = {t: i for i, t in enumerate(("MRN", "INSURANCE", "LICENSE", "DEVICE", "VEHICLE", "DATE", "AGE", "ID",
+                                         "ACCOUNT", "PHONE", "EMAIL", "URL", "IP", "ADDRESS", "NAME"))}
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,51 @@ def is_valid_ssn(s: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+# Verhoeff's dihedral-group tables (multiplication, permutation, inverse), as published with the scheme.
+_VH_D = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+         [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+         [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+         [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]
+_VH_P = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+         [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+         [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]
+
+
+def verhoeff_ok(s: str) -> bool:
+    """True when a digit string ends in its Verhoeff check digit (India's Aadhaar uses the scheme)."""
+    c = 0
+    for i, ch in enumerate(reversed(s)):
+        c = _VH_D[c][_VH_P[i % 8][int(ch)]]
+    return c == 0
+
+
+def is_valid_aadhaar(s: str) -> bool:
+    """True for 12 digits, the first 2-9, with a valid Verhoeff check digit."""
+    return len(s) == 12 and s.isdigit() and s[0] not in "01" and verhoeff_ok(s)
+
+
+def luhn_ok(s: str) -> bool:
+    """True when a digit string passes the Luhn (mod 10) check of bank cards."""
+    total = 0
+    for i, ch in enumerate(reversed(s)):
+        x = int(ch) * (2 if i % 2 else 1)
+        total += x - 9 if x > 9 else x
+    return total % 10 == 0
+
+
+# Taiwan ID: the letter's two-digit code (A=10 ... Z=33 in the ministry's order), then 9 digits.
+_TW_LETTERS = {ch: 10 + i for i, ch in enumerate("ABCDEFGHJKLMNPQRSTUVXYWZIO")}
+
+
+def is_valid_tw_id(s: str) -> bool:
+    """True for a Taiwan national ID (A123456789): letter, 1/2 (or 8/9), 8 digits, weighted sum mod 10 = 0."""
+    if len(s) != 10 or s[0] not in _TW_LETTERS or not s[1:].isdigit() or s[1] not in "1289":
+        return False
+    code = _TW_LETTERS[s[0]]
+    digits = [code // 10, code % 10] + [int(c) for c in s[1:]]
+    return sum(d * w for d, w in zip(digits, (1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1))) % 10 == 0
+
+
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
@@ -140,13 +200,15 @@ _DATE = (
     rf"|{_D}{_ORD}[ -](?:of\s+)?{_MON}[ ,-]*(?:{_Y4}|'?\d\d)(?!\d)"  # 12 March 1984, 12-Mar-84
     rf"|{_MON}\s*{_D}{_ORD},?\s*{_Y4}(?!\d)"  # March 12, 1984
     rf"|{_MON},?\s*{_Y4}(?!\d)"  # March 1984
-    rf"|{_Y4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d))"  # 19840312
+    rf"|{_Y4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)"  # 19840312
+    rf"|[〇零一二三四五六七八九]{{4}}\s*年\s*[一二三四五六七八九十]{{1,2}}\s*月(?:\s*[一二三四五六七八九十]{{1,3}}\s*[日号])?"
+    r"|民[國国]\s*\d{1,3}\s*年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)"  # 一九八四年三月十二日, 民國68年5月12日
 )
 
 # Identifier after a keyword: an optional upper-case prefix word, then tokens holding a digit, joined by
 # - . / or by a space before a 3-5 digit group ("123 4567").
 _VALUE = (r"(?P<v>(?:(?-i:[A-Z]{1,5})[ -])?[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*"
-          r"(?: \d{3,5}(?![A-Za-z0-9-]))*)")
+          r"(?: \d{3,5}(?![A-Za-z0-9-]))*(?: \d(?![\w.-])(?!\s+[A-Za-z]))?(?:[ -](?-i:[A-Z]{1,2})(?![A-Za-z0-9]))?)")
 _FILL = r"(?:\s*(?:\(\s*)?(?:#|no\.?|nr\.?|num(?:ber)?\.?|id)?(?:\s*\))?\s*[:：#=\-–]?\s*(?:is\s+|was\s+|为|是)?\s*)"
 _FILL_CN = r"(?:\s*(?:No\.?\s*)?(?:[(（][A-Za-z]{1,4}[)）])?\s*[:：#=]?\s*(?:为|是)?\s*)"
 
@@ -156,23 +218,34 @@ _MRN_KW = (r"(?:\b(?:MRN|M\.R\.N\.?|MR\s*#|UR\s*(?:number|no\.?)|hosp\.?\s*(?:nu
            r"(?:medical|hospital|health)\s+record(?:\s+(?:number|no\.?|#))?|med\s*rec(?:ord)?\s*(?:no\.?|#)|"
            r"record\s+(?:number|no\.?)|(?:patient|pt\.?)\s+(?:ID|identifier|number|no\.?|#)|"
            r"hospital\s+(?:number|no\.?|ID|#)|chart\s*(?:#|number|no\.?)|case\s+(?:number|no\.?)|"
-           r"admission\s+(?:number|no\.?)|encounter\s+(?:number|no\.?|ID)|accession\s+(?:number|no\.?))"
+           r"admission\s+(?:number|no\.?)|encounter\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|"
+           r"CR\s*(?:no\.?|number|#)|IP\s*(?:no\.?|number|#)|OP\s*(?:no\.?|number|#)|IPD\s*(?:no\.?|#)|OPD\s*(?:no\.?|#)|"
+           r"acct/MRN|registration\s+(?:number|no\.?)|reg\.?\s*no\.?|case\s+ID|visit\s+(?:number|no\.?|ID)|FIN)"
            rf"{_KW_END}{_FILL}"
            r"|(?:病历号码|病历编号|病历号|病案号码|病案号|住院号码|住院号|住院ID|门诊号码|门诊号|门诊ID|就诊号|就诊卡号|"
-           r"就诊ID|诊疗卡号|登记号|病人ID|患者ID|患者编号|病人编号|ID号)"
+           r"就诊ID|诊疗卡号|登记号|病人ID|患者ID|患者编号|病人编号|ID号|病歷號碼|病歷號|病歷编号|住院號|門診號|病案號|就診號)"
            rf"{_FILL_CN})")
 # bare "insurance", "policy", "Medicare" only before a colon: "insurance 2023 renewal" has no number
 _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\s*" + _NUM_WORD + r"|"
            r"(?:health\s+)?(?:insurance|policy|medicare|medicaid)(?=\s*[:：\-–])|"
            r"policy\s*" + _NUM_WORD + r"|member(?:ship)?\s*" + _NUM_WORD + r"|subscriber\s+" + _NUM_WORD + r"|"
            r"group\s+(?:number|no\.?|#)|(?:medicare|medicaid|health)(?:\s+card)?\s*" + _NUM_WORD + r"|"
-           r"(?:medicare|medicaid|health)\s+card|beneficiary\s+(?:ID|number)|health\s+plan\s+" + _NUM_WORD + r")"
+           r"(?:medicare|medicaid|health)\s+card|beneficiary\s+(?:ID|number)|health\s+plan\s+" + _NUM_WORD + r"|"
+           r"(?:medicare\s+)?MBI|medicaid\s+(?:ID|number|no\.?|#)|(?:BC\s+)?PHN|personal\s+health\s+number|OHIP(?:\s+" + _NUM_WORD + r")?|"
+           r"RAMQ|MSP|health\s+card(?:\s+" + _NUM_WORD + r")?|(?:\w+\s+)?health\s+card|DVA(?:\s+file)?(?:\s+" + _NUM_WORD + r")?|"
+           r"policy\s+(?:ID|no\.?)|TPA\s+(?:ID|card|no\.?)|ABHA(?:\s+" + _NUM_WORD + r")?|ESIC?(?:\s+" + _NUM_WORD + r")?|"
+           r"claim\s+" + _NUM_WORD + r"|insurance\s+ID|IHI)"
            rf"{_KW_END}{_FILL}"
-           r"|(?:医保卡号|医保号|医保卡|医疗保险号|社保卡号|社保号|社会保障卡号|保险单号|保单号|保险号|新农合号|参保号)"
+           r"|(?:医保卡号|医保号|医保卡|醫保卡號|医疗保险号|社保卡号|社保号|社会保障卡号|保险单号|保单号|保险号|新农合证号|新农合号|参保号|"
+           r"健保卡號|健保卡号|健保號|保險單號|保單號|商业保险号|合作医疗证号)"
            rf"{_FILL_CN})")
-_DOB_KW = (r"(?:\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+(?:on|in))?(?:\s+the)?)(?![A-Za-z])"
+_DOB_KW = (r"(?:\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+(?:on|in))?(?:\s+the)?|b\.(?=\s*\d)|"
+           r"(?:date\s+of\s+|)(?:admission|discharge|death)(?:\s+date)?|admitted(?:\s+(?:on|in))?|"
+           r"discharged(?:\s+(?:home|on|in))*|died(?:\s+(?:on|in))?|deceased|DOD|expired(?:\s+on)?|"
+           r"pronounced\s+dead(?:\s+(?:on|at))?|DOA)(?![A-Za-z])"
            r"\s*(?:\([^)\n]{0,16}\))?[\s:：,=(\-–]*(?:is\s+|was\s+|on\s+)?"
-           r"|(?:出生日期|出生年月日|出生年月|出生时间|生日|出生于|出生在|生于|出生(?=\s*[:：]))[\s:：]*(?:为|是)?\s*)")
+           r"|(?:出生日期|出生年月日|出生年月|出生时间|出生時間|生日|出生于|出生於|出生在|生于|生於|出生(?=\s*[:：])|"
+           r"(?:入院|出院|死亡|入院就诊|手术)(?:日期|时间|時間)|死亡于|死亡於|入院于|出院于|卒于)[\s:：]*(?:为|是)?\s*)")
 
 # English street address: number, 1-4 capitalised words (or 5th, 42nd), a street type.
 _STREET_TYPES = (r"(?:Street|St|Road|Rd|Avenue|Ave|Av|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
@@ -182,6 +255,19 @@ _UNIT = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|#)"
 _UK_PC = r"(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}|GIR 0AA)"
 _US_STATES = (r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|"
               r"NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY)")
+_CA_PC = r"(?:[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d)"
+_CA_PROV = r"(?:AB|BC|MB|NB|NL|NS|NT|NU|ON|PE|QC|SK|YT)"
+_AU_STATES = r"(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT)"
+# a postcode after a city: US state + ZIP, UK, Canadian (province optional), Australian state + 4 digits,
+# Indian 6-digit PIN
+_POSTAL = (rf"(?:,?\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?|,?\s*{_UK_PC}|,?\s*(?:{_CA_PROV},?\s*)?{_CA_PC}"
+           rf"|,?\s*{_AU_STATES},?\s*\d{{4}}|,?\s*(?:-\s*)?[1-8]\d{{5}}|,?\s*[1-8]\d{{2}}\s\d{{3}})(?![A-Za-z0-9])")
+_POSTAL_RULE = (r"(?P<pre>(?:[A-Za-z0-9#][\w'’./#-]*[ \t]*[,\n]?[ \t]+){0,12}?)"
+                rf"(?P<city>(?-i:[A-Z][A-Za-z'’-]+(?:[ \t]+[A-Z][A-Za-z'’-]+){{0,2}})){_POSTAL}")
+_ADDR_START = re.compile(r"(?:\d|#|(?:flat|apt|apartment|unit|suite|studio|h\.?\s?no|house|plot|door|p\.?\s?o\.?|"
+                         r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
+_NOT_CITY = frozenset("Batch Lot Order Ref Code Room Ward Bed Version Build Serial Account Policy Card Patient Chart "
+                      "Tel Phone Fax Mobile Call Record Number No Id Claim Member Group Case Visit Item".split())
 _CITY = r",\s*(?:St\.\s+)?[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
 _ZIP_TAIL = rf"(?:,?\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)|,?\s*{_UK_PC}(?![A-Za-z0-9]))"
 _EN_STREET = (
@@ -201,28 +287,31 @@ _NOT_BEFORE_STREET = frozenset(
 )
 
 _PROVINCES = ("北京|天津|上海|重庆|河北|山西|辽宁|吉林|黑龙江|江苏|浙江|安徽|福建|江西|山东|河南|湖北|湖南|广东|海南|"
-              "四川|贵州|云南|陕西|甘肃|青海|台湾|内蒙古|广西|西藏|宁夏|新疆|香港|澳门")
+              "四川|贵州|云南|陕西|甘肃|青海|台湾|內蒙古|内蒙古|广西|西藏|宁夏|新疆|香港|澳门|臺灣|台灣|臺北|台北|新北|桃園|臺中|台中|臺南|台南|高雄")
 _HAN = "\u4e00-\u9fff"
 _CN_NUM = "0-9一二三四五六七八九十百零〇"
 _CN_CITY = rf"(?:[{_HAN}]{{1,7}}?(?:市|州|盟|地区))"
-_CN_DISTRICT = rf"(?:[{_HAN}]{{1,7}}?(?:区|县|旗|市))"
-_CN_TOWN = rf"(?:[{_HAN}]{{1,7}}?(?:镇|乡|街道))"
-_CN_UNIT = rf"(?:[{_HAN}A-Za-z]{{0,8}}?[0-9A-Za-z{_CN_NUM}]+(?:号楼|栋|幢|座|楼|单元|层|室|号|户))"
-_CN_TRIGGERS = ("住址", "地址", "家住", "现住", "住在", "住于", "居住在", "居住于", "居住", "来自", "户籍地", "户籍", "位于")
+_CN_DISTRICT = rf"(?:[{_HAN}]{{1,7}}?(?:区|區|县|縣|旗|市))"
+_CN_TOWN = rf"(?:[{_HAN}]{{1,7}}?(?:镇|鎮|乡|鄉|街道))"
+_CN_UNIT = rf"(?:[{_HAN}A-Za-z]{{0,8}}?[0-9A-Za-z{_CN_NUM}]+(?:号楼|號樓|栋|棟|幢|座|楼|樓|单元|單元|层|層|室|号|號|户|戶))"
+_CN_TRIGGERS = ("住址", "地址", "家住", "现住", "住在", "住于", "居住在", "居住于", "居住於", "居住", "来自", "户籍地", "户籍", "位于",
+                "現住", "戶籍", "來自", "位於")
 _CN_ADDR = (
     # start: a province; or after an address word; or, with a city or district, after punctuation
     rf"(?:(?:{_PROVINCES})(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
     rf"{_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
     rf"|(?:{'|'.join(f'(?<={w})' for w in _CN_TRIGGERS)})(?![在于为是：:]){_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
-    rf"|(?:(?<=[：:，,。；;\s（(])|^)(?:{_CN_CITY}{_CN_DISTRICT}?|{_CN_DISTRICT}){_CN_TOWN}?)"
+    rf"|(?:(?<=[：:，,。；;\s（(])|^)(?:\d{{3,6}}\s?)?(?:{_CN_CITY}{_CN_DISTRICT}?|{_CN_DISTRICT}){_CN_TOWN}?)"
     # road (not 消化道, 呼吸道, ...) and number, then building / unit / room
     rf"(?:[{_HAN}A-Za-z0-9]{{1,10}}?(?:大道|大街|路|街|巷|(?<!消化)(?<!呼吸)(?<![尿胆食阴肠气泪])道|胡同|弄|里|村)(?:[{_CN_NUM}]{{1,3}}段)?"
-    rf"(?:[{_CN_NUM}]+(?:[-之][0-9]+)?[号號]|[{_CN_NUM}]+[组队])"
+    rf"(?:[{_CN_NUM}]+(?:[-之][0-9]+)?[号號](?:之[0-9]+)?|[{_CN_NUM}]+[组队組隊])"
     rf"{_CN_UNIT}*"
     # or a housing estate with at least a building or room number
     rf"|[{_HAN}A-Za-z0-9]{{1,10}}?(?:小区|花园|家园|公寓|大厦|新村|苑|广场|大院|社区){_CN_UNIT}+)"
-    r"(?:(?<=[楼栋幢座元层])[0-9]{1,5}(?:室|号|房)?)?"
+    r"(?:(?<=[楼樓栋棟幢座元层層])[0-9]{1,5}(?:室|号|號|房)?)?"
 )
+# a Chinese address with its postcode: province, then up to 30 characters, then 6 digits ("...b座 463608")
+_CN_POSTAL_ADDR = rf"(?:{_PROVINCES})[{_HAN}A-Za-z0-9]{{2,30}}?\s?[1-8]\d{{5}}(?!\d)"
 _CN_LEAD = re.compile(rf"^(?:.*?(?:{'|'.join(_CN_TRIGGERS)}))?[在于：:]*")
 _CN_PROVINCE_RE = re.compile(_PROVINCES)
 
@@ -274,9 +363,9 @@ def _id_keyword(m: re.Match, text: str) -> tuple[int, int] | None:
 
 
 def _date_ok(s: str) -> bool:
-    """A DOB candidate is a real calendar date (a typo'd future year still counts: the keyword says DOB)."""
-    if re.search(r"[A-Za-z]", s):
-        return True  # month names: the pattern bounds day and year
+    """A DATE candidate is a real calendar date (a typo'd future year still counts: the keyword says what it is)."""
+    if re.search(r"[A-Za-z〇零一二三四五六七八九民]", s):
+        return True  # month names, Chinese numerals, 民國 years: the pattern bounds day and year
     nums = re.findall(r"\d+", s)
     if len(nums) == 1:  # 19840312
         nums = [nums[0][:4], nums[0][4:6], nums[0][6:]]
@@ -311,6 +400,25 @@ def _cn_address(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.start() + cut, m.end()
 
 
+def _postal_address(m: re.Match, text: str) -> tuple[int, int] | None:
+    """City and postcode, with the street before them when a house number or unit word starts it."""
+    city = m.group("city").split()[0]
+    if city in _NOT_CITY or city in _NOT_NAMES - {"Park", "Hill", "Mount", "St", "Saint"}:
+        return None
+    pre = m.group("pre")
+    start = m.start("city")
+    for tok in re.finditer(r"\S+", pre):
+        if _ADDR_START.match(tok.group()):
+            if _ADDR_START.match(tok.group()).group()[0].isdigit() and re.fullmatch(r"\d{1,2}(?:\.\d+)?[,]?", tok.group()) is None:
+                pass
+            before = text[max(0, m.start("pre") + tok.start() - 20):m.start("pre") + tok.start()].split()
+            if before and before[-1].lower().strip(".,:;(") in _NOT_BEFORE_STREET:
+                continue
+            start = m.start("pre") + tok.start()
+            break
+    return start, m.end()
+
+
 def _ipv4(m: re.Match, text: str) -> tuple[int, int] | None:
     before = text[max(0, m.start() - 12):m.start()].lower()
     words = before.split()
@@ -333,19 +441,11 @@ def _ipv6(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.span()
 
 
-# Longest national number after the country code, for a few codes (others: 15 digits in all). Used to trim a
-# trailing digit group that belongs to the next words ("+1 415 555 2671 2 tablets").
-_CC_MAX = {"1": 10, "7": 10, "33": 9, "34": 9, "39": 11, "44": 10, "49": 11, "61": 9, "65": 8, "81": 10,
-           "82": 10, "86": 11, "91": 10, "852": 8, "853": 8, "886": 9}
-_CC2 = frozenset("20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-                 "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split())
+# --------------------------------------------------------------------------- phones (libphonenumber)
 
-
-def _cc(digits: str) -> str:
-    """The country code at the start of an international number (ITU: 1 and 7 are one digit)."""
-    if digits[0] in "17":
-        return digits[0]
-    return digits[:2] if digits[:2] in _CC2 else digits[:3]
+# Regions a national number (no +CC) is tried in, in order: the locales medtune's users write in. Canada
+# shares the US plan (NANP); a number valid in one of these is a phone.
+REGIONS = ("US", "GB", "CN", "AU", "IN", "HK", "TW", "SG", "MO")
 
 
 def _trim_groups(s: str, too_long: Callable[[str], bool]) -> str:
@@ -356,25 +456,39 @@ def _trim_groups(s: str, too_long: Callable[[str], bool]) -> str:
     return s
 
 
-def _national(s: str) -> tuple[str, str]:
-    """(country code, national digits) of an international number; a "(0)" trunk prefix is not counted."""
-    d = _digits(s.replace("(0)", ""))
-    d = d[2:] if s.startswith("00") else d
-    cc = _cc(d)
-    return cc, d[len(cc):]
+def _phone_number(s: str):
+    """The parsed number if libphonenumber finds `s` a phone number (valid; with +CC: possible), else None."""
+    import phonenumbers
+
+    intl = s.lstrip("(").startswith(("+", "00"))
+    candidate = "+" + s.lstrip("(")[2:] if s.lstrip("(").startswith("00") else s
+    for region in ((None,) if intl else REGIONS):
+        try:
+            num = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(num) or (intl and phonenumbers.is_possible_number(num)):
+            return num
+    return None
 
 
-def _intl_phone(m: re.Match, text: str) -> tuple[int, int] | None:
-    def too_long(s: str) -> bool:
-        cc, nat = _national(s)
-        return len(nat) > _CC_MAX.get(cc, 15 - len(cc))
-
-    s = _trim_groups(m.group(), too_long)
-    return (m.start(), m.start() + len(s)) if s and len(_national(s)[1]) >= 7 else None
-
-
-def _trunk_phone(m: re.Match, text: str) -> tuple[int, int] | None:
-    return m.span() if 10 <= len(_digits(m.group())) <= 12 else None
+def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
+    """A phone number libphonenumber accepts, trailing digit groups that belong to the next words dropped
+    ("020 7946 0958 2 tablets"). Bare digit runs need 10+ digits (8-digit lot and order numbers are valid
+    local numbers in Hong Kong and Singapore)."""
+    s = m.group().rstrip(" .-/")
+    while s:
+        digits = _digits(s)
+        if len(digits) < 7:
+            return None
+        bare = digits == s
+        if (not bare or len(digits) >= 10) and not re.fullmatch(_DATE, s, _FI) and _phone_number(s) is not None:
+            return m.start(), m.start() + len(s)
+        cut = max(s.rfind(" "), s.rfind("-"), s.rfind("."), s.rfind("/"))
+        if cut <= 0:
+            return None
+        s = s[:cut].rstrip(" .-/(")
+    return None
 
 
 def _phone_keyword(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -389,10 +503,142 @@ def _phone_keyword(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.start("v"), m.start("v") + len(v)
 
 
+# --------------------------------------------------------------------------- other validators
+
+
+def _aadhaar(m: re.Match, text: str) -> tuple[int, int] | None:
+    return m.span() if is_valid_aadhaar(_digits(m.group())) else None
+
+
+def _tw_id(m: re.Match, text: str) -> tuple[int, int] | None:
+    return m.span() if is_valid_tw_id(m.group().upper()) else None
+
+
+def _card(m: re.Match, text: str) -> tuple[int, int] | None:
+    d = _digits(m.group())
+    return m.span() if 13 <= len(d) <= 19 and luhn_ok(d) and len(set(d)) > 2 else None
+
+
+def _age(m: re.Match, text: str) -> tuple[int, int] | None:
+    return m.span("v") if 90 <= int(m.group("v")) <= 125 else None
+
+
+def _code_value(m: re.Match, text: str) -> tuple[int, int] | None:
+    """A code after its keyword (licence, plate, serial): 4+ letters/digits, at least 2 of them digits."""
+    v = m.group("v").rstrip(".-")
+    if sum(c.isalnum() for c in v) < 4 or sum(c.isdigit() for c in v) < 2:
+        return None
+    return m.start("v"), m.start("v") + len(v)
+
+
+def _url(m: re.Match, text: str) -> tuple[int, int] | None:
+    v = m.group().rstrip(".,;:!?'\")]}>")
+    return (m.start(), m.start() + len(v)) if "." in v else None
+
+
+# --------------------------------------------------------------------------- names
+
+# Name lists from Faker's locale providers (read once, on first use): first names of the English locales,
+# Chinese surnames of zh_CN and zh_TW (single and compound).
+_NAME_LISTS: dict[str, frozenset[str]] = {}
+
+
+def _names(kind: str) -> frozenset[str]:
+    if not _NAME_LISTS:
+        import importlib
+
+        first: set[str] = set()
+        for loc in ("en_US", "en_GB", "en_IN", "en_CA", "en_AU"):
+            try:
+                first.update(importlib.import_module(f"faker.providers.person.{loc}").Provider.first_names)
+            except (ImportError, AttributeError):
+                pass
+        surnames: set[str] = set()
+        for loc in ("zh_CN", "zh_TW"):
+            surnames.update(importlib.import_module(f"faker.providers.person.{loc}").Provider.last_names)
+        _NAME_LISTS["first"] = frozenset(n for n in first if len(n) > 2) - _NOT_NAMES
+        _NAME_LISTS["zh_surnames"] = frozenset(surnames)
+    return _NAME_LISTS[kind]
+
+
+# Capitalised words that follow a name cue but are not names, and first-name-list words that are mostly
+# ordinary words in notes.
+_NOT_NAMES = frozenset(
+    "The This That He She His Her They Them Their It Patient Pt Name No None Not Unknown Yes Is Was Has Had Have "
+    "Denies Reports Presented Admitted Discharged Male Female Date Dob Age Sex Home Alone At In On To From With And Or "
+    "Of For By Notified Informed Called Aware Present Absent Declined Today Yesterday Tomorrow Morning Evening Night "
+    "January February March April May June July August September October November December Jan Feb Mar Apr Jun Jul Aug "
+    "Sep Sept Oct Nov Dec Monday Tuesday Wednesday Thursday Friday Saturday Sunday Will Bill Grant Chase Hope Faith Joy "
+    "Mark Rich Summer Autumn Winter Spring Dawn Glen Ray Sunny Guy Pat Angel Amber Crystal Ruby Pearl Rose Iris Lily "
+    "Daisy Ivy Holly Hazel Olive Sage Stone Cliff Dale Brook Heath Lane Street Road Avenue Drive Hill Park Ward Clinic "
+    "Hospital Medical Health Care Center Centre Unit Service Services General Memorial University St Saint Mount".split())
+_NAME_TOKEN = r"(?:[A-Z](?:[a-z]+(?:['’][A-Z]?[a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
+_NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
+_TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr)"
+_EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|name|patient|pt|signed|signature|(?:electronically\s+)?signed\s+by|"
+           r"attending(?:\s+physician)?|physician|surgeon|consultant|referred\s+by|seen\s+by|reviewed\s+by|dictated\s+by|"
+           r"next\s+of\s+kin|emergency\s+contact|contact\s+person|carer|caregiver|guardian|mother|father|son|daughter|"
+           r"wife|husband|partner|brother|sister|spouse|grandson|granddaughter|attendant|informant|proxy|GP|PCP|"
+           r"family\s+physician|witness(?:ed\s+by)?)(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE + r"\.?[ \t]+)?"
+           r"|\b" + _TITLE + r"\.?[ \t]+)")
+_HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨明男女岁歲年月日院诊診科室床号號"
+                           "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講")
+_ZH_CUE = (r"(?:姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
+           r"主治医师|主治醫師|主治医生|主治醫生|经治医师|住院医师|记录者|記錄者|记录人|护士|護士|儿子|女儿|兒子|女兒|丈夫|妻子|"
+           r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人|医师|醫師|医生|醫生)"
+           r"[\s:：]*")
+_ZH_TITLES = "先生|女士|小姐|医生|醫生|医师|醫師|大夫|护士|護士|主任|教授|老师|老師|太太|阿姨|院长|院長"
+_HAN_C = "\u4e00-\u9fff"
+
+
+def _en_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
+    """Capitalised words after a name cue, without the not-a-name words at either end."""
+    words = m.group("v").split()
+    while words and words[0].strip(".,") in _NOT_NAMES:
+        return None
+    while words and words[-1].strip(".,") in _NOT_NAMES:
+        words.pop()
+    if not words or all(len(w.rstrip(".")) == 1 for w in words):
+        return None
+    start = m.start("v")
+    end = text.index(words[-1], start) + len(words[-1])
+    return start, end
+
+
+def _listed_name(m: re.Match, text: str) -> tuple[int, int] | None:
+    """A first name from the lists followed by a capitalised surname: "Grace Whitfield"."""
+    first, last = m.group("f"), m.group("l")
+    if first not in _names("first") or last in _NOT_NAMES:
+        return None
+    return m.span()
+
+
+def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
+    """A Chinese surname from the lists and a given name of 1-2 characters that are not function words."""
+    sur, given = m.group("s"), m.group("g") or ""
+    if sur not in _names("zh_surnames"):
+        return None
+    while given and given[-1] in _HAN_NAME_STOP:
+        given = given[:-1]
+    if given and given[0] in _HAN_NAME_STOP:
+        return None
+    if not given and not m.group("t"):
+        return None
+    return m.start("s"), m.start("s") + len(sur) + len(given)
+
+
+def _zh_surname_alt() -> str:
+    return "|".join(sorted(_names("zh_surnames"), key=len, reverse=True))
+
+
 # --------------------------------------------------------------------------- rules
 
 # a number ends a phone unless a digit, a hex letter or "-code" follows (part of a UUID or a longer code)
 _PHONE_END = r"(?![\dA-Fa-f]|-[\dA-Za-z])"
+_VALUE_CODE = r"(?P<v>(?-i:[A-Z0-9][A-Za-z0-9]*)(?:[-/·• ](?-i:[A-Z0-9][A-Za-z0-9]*)){0,4})"
+_CODE_FILL = r"(?:\s*(?:\(\s*)?(?:#|no\.?|nr\.?|num(?:ber)?\.?)?(?:\s*\))?\s*[:：#=\-–]?\s*(?:is\s+)?)"
+_CN_PLATE = (r"(?<![A-Za-z0-9])[京津沪滬渝冀豫云雲辽遼黑湘皖鲁魯新苏蘇浙赣贛鄂桂甘晋晉蒙陕陝吉闽閩贵貴粤粵青藏川宁寧琼瓊]"
+             r"[A-HJ-NP-Z][·•\- ]?[A-HJ-NP-Z0-9]{5,6}(?![A-Za-z0-9])")
 
 # (type, pattern, validator, strings of which the lower-cased text must hold one for the rule to run)
 _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
@@ -403,19 +649,13 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*\s*[\[({]at[\])}]\s*"
                          r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.|\s*[\[({]dot[\])}]\s*))+[A-Za-z]{2,24}"
                          r"(?![A-Za-z0-9-])", _FI), _whole, ("[at]", "(at)", "{at}")),
-    # -- PHONE
-    ("PHONE", re.compile(r"(?<![\w+])(?:\+|(?<!\d)00|\(\+)[1-9]\d{0,2}\)?(?:[ .-]?\(0\))?"
-                         r"(?:[ .-]?(?:\(\d{1,5}\)|\d{1,12})){1,6}" + _PHONE_END, _F), _intl_phone, None),
-    ("PHONE", re.compile(r"(?<![\w+./-])(?:1[ .-]?)?(?:\([2-9]\d\d\)[ .-]?|[2-9]\d\d[ ./-])[2-9]\d\d[ .-]\d{4}" + _PHONE_END,
-                         _F), _whole, None),
-    ("PHONE", re.compile(r"(?<![\w+])(?:(?:\+|00)?86[ -]?|\(\+?86\)\s?)?1[3-9]\d(?P<s>[ -]?)\d{4}(?P=s)\d{4}" + _PHONE_END, _F),
-     _whole, None),
-    # national numbers with a trunk 0: Chinese landlines (010-12345678, (0755) 8765-4321), UK 020 7946 0958
-    ("PHONE", re.compile(r"(?<![\w+.-])(?:\(0\d{2,4}\)\s?|0\d{2,4}[ -]?)\d{3,4}[ -]?\d{3,4}(?!-)" + _PHONE_END, _F),
-     _trunk_phone, None),
-    ("PHONE", re.compile(r"(?:\b(?:tel(?:ephone)?|phone|mobile|mob|cell(?:phone)?|fax|contact\s+(?:number|no\.?)|"
-                         r"call)(?![A-Za-z])\.?\s*(?:(?:number|no\.?|#)\s*)?(?:[:：]\s*|at\s+|on\s+)?"
-                         r"|(?:联系电话|电话号码|电话|手机号码|手机号|手机|座机|传真|联系方式|固话)[\s:：]*(?:为|是)?\s*)"
+    ("URL", re.compile(r"(?<![\w@/.])(?:https?://|www\.)[^\s<>\"'，。；、）)（(]+", _FI), _url, ("http", "www.")),
+    # -- PHONE: candidates of digits and separators, checked by libphonenumber
+    ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d[\d ().\-/]{5,22}\d" + _PHONE_END, _F), _phone, None),
+    ("PHONE", re.compile(r"(?:\b(?:tel(?:ephone)?|phone|ph|mobile|mob|cell(?:phone)?|fax|contact\s+(?:number|no\.?)|"
+                         r"call)(?![A-Za-z])\.?\)?\s*(?:(?:number|no\.?|#)\s*)?(?:[:：]\s*|at\s+|on\s+)?"
+                         r"|(?:联系电话|聯絡電話|电话号码|電話號碼|电话|電話|手机号码|手机号|手机|手機|座机|传真|傳真|联系方式|聯絡方式|固话)"
+                         r"[\s:：]*(?:为|是)?\s*)"
                          r"(?P<v>\+?(?:\(\d{1,5}\)|\d{1,12})(?:[ .-]?(?:\(\d{1,5}\)|\d{1,12})){0,6})(?!\d)", _FI),
      _phone_keyword, None),
     # -- ID
@@ -424,29 +664,70 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ID", re.compile(r"(?<![A-Za-z0-9])\d{15}(?![A-Za-z0-9])", _F), _cn_id, None),
     ("ID", re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])", _F), _ssn, None),
     ("ID", re.compile(r"(?<![\w-])\d{3} \d{3} \d{4}(?![\w-])", _F), _nhs_spaced, None),
+    ("ID", re.compile(r"(?<![\w-])[2-9]\d{3}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?![\w-])", _F), _aadhaar, None),
+    ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z][1289]\d{8}(?![A-Za-z0-9])", _F), _tw_id, None),
     ("ID", re.compile(r"(?:\b(?:SSN|SS#|social\s+security(?:\s+(?:number|no\.?|#))?|NHS(?:\s+(?:number|no\.?|#))?|"
-                      r"CHI(?:\s+(?:number|no\.?))|national\s+ID(?:\s+(?:number|no\.?|#))?|"
+                      r"CHI(?:\s+(?:number|no\.?))|national\s+ID(?:\s+(?:number|no\.?|#))?|NI\s+(?:number|no\.?)|"
+                      r"national\s+insurance(?:\s+(?:number|no\.?))?|NINO|SIN|social\s+insurance(?:\s+(?:number|no\.?))?|"
+                      r"Aadhaa?r(?:\s+(?:number|no\.?|card))?|UID|PAN|"
                       r"ID\s+card(?:\s+(?:number|no\.?|#))?|identity\s+card(?:\s+(?:number|no\.?))?|"
-                      r"passport(?:\s+(?:number|no\.?|#))?|driver'?s?\s+licen[cs]e(?:\s+(?:number|no\.?|#))?)"
+                      r"passport(?:\s+(?:number|no\.?|#))?|(?:travel\s+)?permit(?:\s+(?:number|no\.?))?)"
                       r"(?:(?<=#)|(?![A-Za-z]))\s*[:：#=]?\s*(?:is\s+)?"
-                      r"|(?:公民身份号码|身份证号码|身份证号|身份证|护照号码|护照号|驾驶证号|军官证号)[\s:：]*(?:为|是)?\s*)"
-                      r"(?P<v>\d{6} ?\d{8} ?\d{3}[\dXx]|\d{4}(?: \d{4}){3} \d[\dXx]|\d{15}"
-                      r"|\d{3}[- ]?\d{2}[- ]?\d{4}|\d{3}[- ]?\d{3}[- ]?\d{4}"
-                      r"|(?-i:[A-Z]{1,2})\d{6,9}|\d{8,12})(?![A-Za-z0-9])", _FI), _id_keyword, None),
-    # -- MRN, INSURANCE, DOB: keyword then value
+                      r"|(?:公民身份号码|身份证号码|身份证号|身份证|身分證字號|身分證號|身分證|身份證號碼|身份證|护照号码|护照号|護照號碼|"
+                      r"港澳通行证号?|往来港澳通行证号?|回乡证号?|回鄉證號?|往来内地通行证号?|台胞证号?|军官证号|证件号码|证件号)"
+                      r"[\s:：]*(?:为|是)?\s*)"
+                      r"(?P<v>\d{6} ?\d{8} ?\d{3}[\dXx]|\d{4}(?: \d{4}){3} \d[\dXx]|\d{15}|\d{4}[ -]?\d{4}[ -]?\d{4}"
+                      r"|\d{3}[- ]?\d{2}[- ]?\d{4}|\d{3}[- ]?\d{3}[- ]?\d{3,4}|(?-i:[A-Z]{2})\s?\d{6}\s?(?-i:[A-D])"
+                      r"|(?-i:[A-Z]{1,2})\d{6,10}|(?-i:[A-Z]{5})\d{4}(?-i:[A-Z])|\d{8,12})(?![A-Za-z0-9])", _FI),
+     _id_keyword, None),
+    # -- MRN, INSURANCE, DATE, AGE: keyword then value
     ("MRN", re.compile(_MRN_KW + _VALUE, _FI), _keyword_value, None),
     ("INSURANCE", re.compile(_INS_KW + r"(?:(?-i:[A-Z][A-Za-z]+)\s+)?" + _VALUE, _FI), _keyword_value, None),
-    ("DOB", re.compile(rf"{_DOB_KW}(?P<v>{_DATE})", _FI), _dob, None),
-    ("DOB", re.compile(rf"(?P<v>{_DATE})\s*(?:出生|生人|生(?=[，,。；;、\s)）]|$))", _FI), _dob, ("生",)),
+    ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE})", _FI), _dob, None),
+    ("DATE", re.compile(rf"(?P<v>{_DATE})\s*(?:出生|生人|入院|出院|死亡|去世|逝世|病逝|生(?=[，,。；;、\s)）]|$))", _FI), _dob,
+     ("生", "院", "死", "世", "逝")),
+    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>\d{2,3})(?![\d.%])"
+                       r"|(?P<v2>\d{2,3})(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
+                       r"|\s*years?\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲))", _FI),
+     lambda m, t: _age_either(m), None),
+    # -- ACCOUNT
+    ("ACCOUNT", re.compile(r"(?<![\w-])\d{4}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}(?![\w-])"
+                           r"|(?<![\w-])3[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\w-])", _F), _card, None),
+    ("ACCOUNT", re.compile(r"(?:\b(?:(?:bank\s+)?account(?:\s+(?:number|no\.?|#))?|acct\.?(?:\s*(?:no\.?|#))?|A/C(?:\s*no\.?)?|"
+                           r"IBAN|card(?:\s+(?:number|no\.?))?)(?![A-Za-z])" + _CODE_FILL +
+                           r"|(?:银行卡号|銀行卡號|银行账号|銀行帳號|银行账户|账号|帳號|账户|帳戶|卡号|卡號|退费账户)[\s:：]*)"
+                           r"(?P<v>(?-i:[A-Z]{2}\d{2})?[0-9][0-9 -]{6,30}[0-9])(?![\w-])", _FI), _keyword_value, None),
+    # -- LICENSE, VEHICLE, DEVICE: keyword then code
+    ("LICENSE", re.compile(r"(?:\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|DL|licen[cs]e|NPI|DEA|GMC|NMC|CPSO|"
+                           r"AHPRA|registration|reg\.?|medical\s+council|board\s+certification)"
+                           r"(?:\s+(?:number|no\.?|#|ID))?(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
+                           r"|(?:医师执业证书编码|醫師執業證書編碼|执业证书编码|执业证书号|执业证号|執業證號|资格证书编号|资格证号|"
+                           r"驾驶证号码|驾驶证号|驾驶证|駕照號碼|駕照|驾照号|护士执业证号)[\s:：]*)" + _VALUE_CODE, _FI),
+     _code_value, None),
+    ("VEHICLE", re.compile(r"(?:\b(?:(?:licen[cs]e\s+|number\s+|registration\s+)?plate(?:\s+(?:number|no\.?|#))?|"
+                           r"vehicle(?:\s+(?:reg(?:istration)?|number|no\.?|#|plate|ID))*|reg(?:istration)?\.?(?:\s+(?:number|no\.?|#))?|"
+                           r"rego|VIN|tag\s+(?:number|no\.?|#))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
+                           r"|(?:车牌号码|车牌号|車牌號碼|車牌號|车牌|車牌|车号|車號|车辆识别代号)[\s:：]*)" + _VALUE_CODE, _FI),
+     _code_value, None),
+    ("VEHICLE", re.compile(_CN_PLATE, _F), _whole, None),
+    ("DEVICE", re.compile(r"(?:\b(?:serial(?:\s+(?:number|no\.?|#))?|S/N|SN|device(?:\s+(?:ID|serial|number|no\.?|#))+|"
+                          r"IMEI|UDI|model\s+and\s+serial|implant\s+(?:ID|number|no\.?))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
+                          r"|(?:序列号|序列號|序号|序號|设备编号|設備編號|设备号|器械编号|机身号|IMEI)[\s:：]*)" + _VALUE_CODE, _FI),
+     _code_value, None),
     # -- ADDRESS
     ("ADDRESS", re.compile(_EN_STREET, _F), _street, None),
     ("ADDRESS", re.compile(r"\bP\.?\s?O\.?\s+Box\s+\d{1,6}\b", _FI), _whole, None),
     ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9]){_UK_PC}(?![A-Za-z0-9])", _F), _whole, None),
+    ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9]){_CA_PC}(?![A-Za-z0-9])", _F), _whole, None),
     ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
      _whole, None),
-    ("ADDRESS", re.compile(r"(?:\b(?:zip(?:\s*code)?|postal\s+code|post\s*code)(?![A-Za-z])\s*[:：#]?\s*"
-                           r"|(?:邮编|邮政编码)[\s:：]*)(?P<v>\d{5}(?:-\d{4})?|\d{6})(?!\d)", _FI), _value, None),
-    ("ADDRESS", re.compile(_CN_ADDR, _F), _cn_address, tuple("号组队栋幢座楼元层室户")),
+    ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole, None),
+    ("ADDRESS", re.compile(r"(?:\b(?:zip(?:\s*code)?|postal\s+code|post\s*code|pin(?:\s*code)?)(?![A-Za-z])\s*[:：#-]?\s*"
+                           r"|(?:邮编|邮政编码|郵遞區號)[\s:：]*)(?P<v>\d{5}(?:-\d{4})?|\d{6}|\d{3}\s?\d{3}|\d{4})(?!\d)", _FI),
+     _value, None),
+    ("ADDRESS", re.compile(_CN_ADDR, _F), _cn_address, tuple("号號组队組隊栋棟幢座楼樓元层層室户戶")),
+    ("ADDRESS", re.compile(_POSTAL_RULE, _F), _postal_address, None),
+    ("ADDRESS", re.compile(_CN_POSTAL_ADDR, _F), _cn_address, None),
     # -- IP
     ("IP", re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                       r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)", _F), _ipv4, (".",)),
@@ -454,7 +735,30 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                       r"(?![\w:]|\.\d)", _F), _ipv6, (":",)),
 ]
 _ANY_DIGIT = re.compile(r"\d")
-_EXTENSION = re.compile(r"\s*(?:(?:ext\.?|extension|转|分机)\s*|x)\d{1,5}(?!\d)", _FI)  # "ext. 12", "x12", "转801"
+_EXTENSION = re.compile(r"\s*(?:(?:ext\.?|extension|转|轉|分机)\s*|x)\d{1,5}(?!\d)", _FI)  # "ext. 12", "x12", "转801"
+
+
+def _age_either(m: re.Match) -> tuple[int, int] | None:
+    g = "v" if m.group("v") is not None else "v2"
+    return m.span(g) if 90 <= int(m.group(g)) <= 125 else None
+
+
+_NAME_RULES: list[tuple[re.Pattern, Validator]] = []
+
+
+def _name_rules() -> list[tuple[re.Pattern, Validator]]:
+    """The NAME rules, compiled on first use (the Chinese surname list comes from Faker)."""
+    if not _NAME_RULES:
+        sur = _zh_surname_alt()
+        _NAME_RULES.extend([
+            (re.compile(_EN_CUE + rf"(?P<v>{_NAME_SEQ})", _FI), _en_cue_name),
+            (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?:[ \t]+[A-Z]\.)?[ \t]+"
+                        r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z])", _F), _listed_name),
+            (re.compile(rf"(?:{_ZH_CUE})(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,2}})?(?P<t>)", _F), _zh_name),
+            (re.compile(rf"(?<![{_HAN_C}])(?P<s>{sur})(?P<g>[{_HAN_C}]{{0,2}}?)(?P<t>{_ZH_TITLES})", _F), _zh_name),
+            (re.compile(rf"(?:(?<=[，,。；;：:\s（(])|^)(?P<s>{sur})(?P<g>[{_HAN_C}]{{0,2}}?)(?P<t>{_ZH_TITLES})", _F), _zh_name),
+        ])
+    return _NAME_RULES
 
 
 def _check_types(types: Iterable[str] | None) -> frozenset[str]:
@@ -462,12 +766,43 @@ def _check_types(types: Iterable[str] | None) -> frozenset[str]:
         return frozenset(PHI_TYPES)
     if isinstance(types, str):
         types = [t for t in types.split(",") if t.strip()]
-    wanted = frozenset(t.strip().upper() for t in types)
+    wanted = frozenset(_ALIASES.get(t.strip().upper(), t.strip().upper()) for t in types)
     unknown = sorted(wanted - set(PHI_TYPES))
     if unknown:
         raise MedtuneError(f"unknown PHI type(s): {', '.join(unknown)}",
                            hint=f"valid types: {', '.join(PHI_TYPES)}")
     return wanted
+
+
+def _resolve(candidates: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Longest first, then type priority, then leftmost; keep each span that overlaps none kept so far."""
+    candidates.sort(key=lambda c: (c[0] - c[1], _PRIORITY[c[2]], c[0]))
+    kept: list[tuple[int, int, str]] = []  # sorted by start, pairwise disjoint
+    for s, e, t in candidates:
+        i = bisect.bisect_left(kept, (s,))
+        if (i == len(kept) or kept[i][0] >= e) and (i == 0 or kept[i - 1][1] <= s):
+            kept.insert(i, (s, e, t))
+    return kept
+
+
+def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """NAME spans: cue and list rules, then every other occurrence of a found name (and of an English
+    surname of 3+ letters) in the text."""
+    found = []
+    for pattern, validate in _name_rules():
+        for m in pattern.finditer(text):
+            span = validate(m, text)
+            if span is not None and span[1] > span[0]:
+                found.append((span[0], span[1], "NAME"))
+    names = {text[s:e] for s, e, _ in found}
+    tokens = {w for n in names for w in n.split() if len(w) >= 3 and w[0].isupper() and w not in _NOT_NAMES}
+    for name in names | tokens:
+        if not name.strip():
+            continue
+        cjk = not name.isascii()
+        for m in re.finditer(re.escape(name) if cjk else rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", text):
+            found.append((m.start(), m.end(), "NAME"))
+    return found
 
 
 def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
@@ -482,7 +817,7 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
     for typ, pattern, validate, needs in _RULES:
         if needs is not None and not any(n in lower for n in needs):
             continue
-        if not has_digit and typ != "EMAIL":
+        if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE"):
             continue  # every other rule needs a digit
         for m in pattern.finditer(text):
             span = validate(m, text)
@@ -490,23 +825,218 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
                 if typ == "PHONE" and (ext := _EXTENSION.match(text, span[1])):
                     span = (span[0], ext.end())
                 candidates.append((span[0], span[1], typ))
-    # longest first, then type priority, then leftmost; keep each span that overlaps none kept so far
-    candidates.sort(key=lambda c: (c[0] - c[1], _PRIORITY[c[2]], c[0]))
-    kept: list[tuple[int, int, str]] = []  # sorted by start, pairwise disjoint
-    for s, e, t in candidates:
-        i = bisect.bisect_left(kept, (s,))
-        if (i == len(kept) or kept[i][0] >= e) and (i == 0 or kept[i - 1][1] <= s):
-            kept.insert(i, (s, e, t))
+    kept = _resolve(candidates + _name_candidates(text, []))
     return [Span(s, e, t, text[s:e]) for s, e, t in kept if t in wanted]
 
 
-def deidentify(text: str, types: Iterable[str] | None = None) -> tuple[str, collections.Counter]:
-    """`text` with each PHI span replaced by "[TYPE]", and a Counter of the spans replaced per type."""
-    spans = find_phi(text, types)
+# --------------------------------------------------------------------------- replacing
+
+DEID_MODES = ("mask", "surrogate")
+_YEAR = re.compile(r"(?:1[89]|20)\d\d")
+_ZH_YEAR = re.compile(r"[〇零一二三四五六七八九]{4}")
+
+
+def _year_of(s: str) -> str | None:
+    """The four-digit year written in a date, if any (Chinese numerals read as digits)."""
+    if m := _YEAR.search(s):
+        return m.group()
+    if m := _ZH_YEAR.search(s):
+        return "".join(str("〇一二三四五六七八九".index(c)) if c != "零" else "0" for c in m.group())
+    if m := re.search(r"民[國国]\s*(\d{1,3})", s):
+        return str(1911 + int(m.group(1)))
+    return None
+
+
+def deidentify(text: str, types: Iterable[str] | None = None, *, mode: str = "mask", keep_year: bool = False,
+               seed: int = 0) -> tuple[str, collections.Counter]:
+    """`text` with each PHI span replaced, and a Counter of the spans replaced per type.
+
+    mode "mask" writes "[TYPE]"; "surrogate" writes a consistent fake value (see :class:`Surrogates`).
+    keep_year: a DATE keeps its year ("[DATE 1984]" when masking; the shifted date keeps its year).
+    seed: with the text, seeds the surrogates, so a document always gets the same ones.
+    """
+    return replace_spans(text, find_phi(text, types), mode=mode, keep_year=keep_year, seed=seed)
+
+
+def replace_spans(text: str, spans: list[Span], *, mode: str = "mask", keep_year: bool = False,
+                  seed: int = 0) -> tuple[str, collections.Counter]:
+    """`text` with `spans` (sorted, disjoint, as find_phi returns them) replaced as :func:`deidentify` does."""
+    if mode not in DEID_MODES:
+        raise MedtuneError(f"unknown de-identification mode {mode!r}", hint="use mask or surrogate")
+    fake = Surrogates(text, seed, keep_year) if mode == "surrogate" and spans else None
     out, pos = [], 0
     for sp in spans:
         out.append(text[pos:sp.start])
-        out.append(f"[{sp.type}]")
+        if fake is not None:
+            out.append(fake.value(sp))
+        elif keep_year and sp.type == "DATE" and (year := _year_of(sp.text)):
+            out.append(f"[DATE {year}]")
+        else:
+            out.append(f"[{sp.type}]")
         pos = sp.end
     out.append(text[pos:])
     return "".join(out), collections.Counter(sp.type for sp in spans)
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
+class Surrogates:
+    """Consistent fake values for one document.
+
+    The same identifier gets the same surrogate everywhere in the document; a name's words are mapped one
+    by one, so "Harold Whitaker" and "Mr. Whitaker" keep sharing a surname. Dates move by one offset per
+    document (1-365 days, either way), written in the original's format where it is a numeric, ISO,
+    month-name or Chinese 年月日 date (others become an ISO date). Ages over 89 become "90+" (Safe Harbor's
+    "90 or older"). Names, e-mails, URLs, IPs and addresses come from Faker (en_US, or zh_CN for Chinese
+    text); other identifiers keep their layout with each letter and digit replaced.
+    """
+
+    def __init__(self, text: str, seed: int = 0, keep_year: bool = False):
+        import hashlib
+        import random
+
+        from faker import Faker
+
+        digest = int.from_bytes(hashlib.blake2b(f"{seed}\0{text}".encode("utf-8"), digest_size=8).digest(), "big")
+        self.rng = random.Random(digest)
+        self.keep_year = keep_year
+        self.shift = _dt.timedelta(days=self.rng.choice([-1, 1]) * self.rng.randint(1, 365))
+        self.fakers: dict[str, Faker] = {}
+        self.seed = digest
+        self.memo: dict[tuple[str, str], str] = {}
+
+    def faker(self, zh: bool):
+        from faker import Faker
+
+        loc = "zh_CN" if zh else "en_US"
+        if loc not in self.fakers:
+            self.fakers[loc] = Faker(loc)
+            self.fakers[loc].seed_instance(self.seed)
+        return self.fakers[loc]
+
+    def value(self, sp: Span) -> str:
+        key = (sp.type, sp.text)
+        if key not in self.memo:
+            self.memo[key] = self._make(sp)
+        return self.memo[key]
+
+    def _make(self, sp: Span) -> str:
+        s, zh = sp.text, bool(re.search(f"[{_HAN}]", sp.text))
+        if sp.type == "NAME":
+            return self._name(s, zh)
+        if sp.type == "DATE":
+            return self._date(s)
+        if sp.type == "AGE":
+            return "90+"
+        f = self.faker(zh)
+        if sp.type == "EMAIL":
+            return f.email()
+        if sp.type == "URL":
+            return f.url()
+        if sp.type == "IP":
+            return f.ipv6() if ":" in s else f.ipv4_public()
+        if sp.type == "ADDRESS":
+            return f.address().replace("\n", ", ") if len(s) > 8 else f.postcode()
+        return self._shape(s)
+
+    def _shape(self, s: str) -> str:
+        """Same layout, each digit and Latin letter replaced (other characters kept)."""
+        r = self.rng
+        return "".join(str(r.randint(0, 9)) if c.isdigit() and c.isascii() else
+                       r.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") if c.isupper() and c.isascii() else
+                       r.choice("abcdefghjkmnpqrstuvwxyz") if c.islower() and c.isascii() else c for c in s)
+
+    def _name(self, s: str, zh: bool) -> str:
+        f = self.faker(zh)
+        if zh:
+            key = ("NAME-zh", s[0])
+            if key not in self.memo:
+                self.memo[key] = f.last_name()[0]
+            given = "".join(f.first_name()[0] for _ in s[1:])
+            return self.memo[key] + given
+        words = s.split()
+        out = []
+        for i, w in enumerate(words):
+            if len(w.rstrip(".")) <= 1 or w.rstrip(".") in ("Jr", "Sr", "II", "III", "IV"):
+                out.append(w)
+                continue
+            key = ("NAME-word", w)
+            if key not in self.memo:
+                last = i == len(words) - 1
+                self.memo[key] = f.last_name() if last else f.first_name()
+            out.append(self.memo[key])
+        return " ".join(out)
+
+    def _date(self, s: str) -> str:
+        parsed = _parse_date(s)
+        if parsed is None:
+            year = _year_of(s)
+            return f"[DATE {year}]" if self.keep_year and year else "[DATE]"
+        date, render = parsed
+        new = date + self.shift
+        if self.keep_year:
+            try:
+                new = new.replace(year=date.year)
+            except ValueError:  # 29 February
+                new = new.replace(year=date.year, day=28)
+        return render(new)
+
+
+def _parse_date(s: str):
+    """(date, a function writing a date in the same format) for the common layouts, or None."""
+    if m := re.fullmatch(r"((?:1[89]|20)\d\d)(\s*)([-/.年])(\s*)(\d{1,2})(\s*)([-/.月])(\s*)(\d{1,2})(\s*[日号]?)", s):
+        y, mo, d = int(m.group(1)), int(m.group(5)), int(m.group(9))
+        pad = len(m.group(5)) == 2
+        g = m.groups()
+
+        def render(x):
+            mm, dd = (f"{x.month:02d}", f"{x.day:02d}") if pad else (str(x.month), str(x.day))
+            return f"{x.year}{g[1]}{g[2]}{g[3]}{mm}{g[5]}{g[6]}{g[7]}{dd}{g[9]}"
+    elif m := re.fullmatch(r"(\d{1,2})([-/.])(\d{1,2})\2((?:1[89]|20)\d\d|\d\d)", s):
+        a, b, yy = int(m.group(1)), int(m.group(3)), m.group(4)
+        y = int(yy) if len(yy) == 4 else int(yy) + (1900 if int(yy) >= 30 else 2000)
+        day_first = a > 12
+        d, mo = (a, b) if day_first else (b, a)
+        pad = len(m.group(1)) == 2
+        sep = m.group(2)
+
+        def render(x):
+            first, second = (x.day, x.month) if day_first else (x.month, x.day)
+            f1, f2 = (f"{first:02d}", f"{second:02d}") if pad else (str(first), str(second))
+            return f"{f1}{sep}{f2}{sep}{x.year if len(yy) == 4 else f'{x.year % 100:02d}'}"
+    elif m := re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)?([ -])([A-Za-z]{3,9})\.?([ ,-]+)((?:1[89]|20)\d\d)", s):
+        mon = _month(m.group(3))
+        if mon is None:
+            return None
+        d, mo, y = int(m.group(1)), mon, int(m.group(5))
+        short = len(m.group(3)) == 3
+
+        def render(x):
+            name = _MONTHS[x.month - 1][:3] if short else _MONTHS[x.month - 1]
+            return f"{x.day}{m.group(2)}{name}{m.group(4)}{x.year}"
+    elif m := re.fullmatch(r"([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(,?\s+)((?:1[89]|20)\d\d)", s):
+        mon = _month(m.group(1))
+        if mon is None:
+            return None
+        d, mo, y = int(m.group(2)), mon, int(m.group(4))
+        short = len(m.group(1)) == 3
+
+        def render(x):
+            name = _MONTHS[x.month - 1][:3] if short else _MONTHS[x.month - 1]
+            return f"{name} {x.day}{m.group(3)}{x.year}"
+    else:
+        return None
+    try:
+        return _dt.date(y, mo, d), render
+    except ValueError:
+        return None
+
+
+def _month(word: str) -> int | None:
+    w = word[:3].lower()
+    for i, name in enumerate(_MONTHS):
+        if name[:3].lower() == w:
+            return i + 1
+    return None

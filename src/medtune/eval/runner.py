@@ -85,9 +85,9 @@ def _generate_prompt(task, item, lang: str) -> str:
 
 
 def _lang(item) -> str:
-    from medtune.data.formats import _CJK
+    from medtune.data.formats import CJK
 
-    return "zh" if len(_CJK.findall(item.question)) > len(item.question) * 0.2 else "en"
+    return "zh" if len(CJK.findall(item.question)) > len(item.question) * 0.2 else "en"
 
 
 def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[dict, list[dict]]:

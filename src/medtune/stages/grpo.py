@@ -45,7 +45,7 @@ from typing import ClassVar, Literal
 
 from medtune import runs
 from medtune.config import above, at_least, check, one_of
-from medtune.data import formats, preference, templates
+from medtune.data import formats, jsonio, preference, templates
 from medtune.errors import ConfigError, DataError, MedtuneError
 from medtune.eval import tasks
 from medtune.models import LoraConfig, ModelConfig
@@ -209,7 +209,7 @@ def reward_model_manifest(run: str) -> dict:
 
 
 def _lang(text: str) -> str:
-    return "zh" if len(formats._CJK.findall(text)) > len(text) * 0.2 else "en"
+    return "zh" if len(formats.CJK.findall(text)) > len(text) * 0.2 else "en"
 
 
 INSTRUCTION = {"en": 'Answer with the letter of the correct option, as "Answer: X".',
@@ -246,7 +246,7 @@ def _record_fields(rec: dict, needs: set[str]) -> dict:
                                 'write "options": ["...", "..."]')
             labels, options = LETTER_LABELS[: len(value)], list(value)
         else:
-            labels, options = tasks._lettered_options(path, line, value)
+            labels, options = tasks.lettered_options(path, line, value)
     answer = rec.get("answer")
     if answer is not None:
         if isinstance(answer, int) and not isinstance(answer, bool) and options:
@@ -255,7 +255,7 @@ def _record_fields(rec: dict, needs: set[str]) -> dict:
                                 "an index counts from 0")
             answer = labels[answer]
         if not isinstance(answer, str):
-            raise DataError(path, line, "answer", f"must be an option letter, got {formats._json_type(answer)}",
+            raise DataError(path, line, "answer", f"must be an option letter, got {jsonio.json_type(answer)}",
                             'write "answer": "C"')
         answer = answer.strip()
         if not options and answer.lower() in tasks.PUBMEDQA_LABELS:

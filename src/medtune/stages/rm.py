@@ -268,11 +268,11 @@ def score_file(run: str, path: str, out: str | None = None, batch_size: int = 8)
 
     import torch
 
-    from medtune.data import formats, resolve_path
+    from medtune.data import formats, jsonio, resolve_path
 
     path = resolve_path(path)
-    formats._require_file(path)
-    first = next((rec for _, rec in formats._iter_objects(path)), None)
+    jsonio.require_file(path)
+    first = next((rec for _, rec in jsonio.iter_objects(path)), None)
     is_pairs = first is not None and preference.shape_of(first) is not None
     items = preference.load_pairs(path) if is_pairs else formats.load_dialogues(path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
