@@ -177,10 +177,10 @@ yaml_bytes = st.one_of(
 @FUZZ
 @given(data=yaml_bytes, stage=st.sampled_from(STAGES))
 def test_recipes(folder, data, stage):
-    from medtune.cli import _stage
+    from medtune.stages import get_stage
     from medtune.config import load_config
 
-    one_line_or_result(load_config, _stage(stage)[1], write(folder, "recipe.yaml", data))
+    one_line_or_result(load_config, get_stage(stage)[1], write(folder, "recipe.yaml", data))
 
 
 @FUZZ

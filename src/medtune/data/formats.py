@@ -26,6 +26,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from medtune.data.jsonio import get_list, get_str, iter_jsonl, iter_lines, iter_objects, json_type, open_bytes, require_file
 from medtune.errors import DataError
 
 FORMATS = ("messages", "sharegpt", "alpaca")
@@ -33,15 +34,9 @@ ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 TEXT_MODES = ("line", "paragraph")
 
-_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_WS = " \t\r\n"
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+CJK_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"  # Han ideographs, for a [...] class
+CJK = re.compile(f"[{CJK_RANGES}]")
 _LATIN = re.compile("[A-Za-z\u00c0-\u024f]")
-
-_HINT_JSONL = "each line must be one complete JSON object (JSON Lines); a pretty-printed file must be a JSON array [...]"
-_HINT_UTF8 = "save the file as UTF-8, e.g. from GBK with `iconv -f GBK -t UTF-8 IN > OUT`"
-_DEEP = "arrays or objects nested too deeply"
 _HINT_SHAPE = (
     "expected 'messages' (OpenAI), 'conversations' (ShareGPT) or 'instruction'/'output' (Alpaca); "
     "see docs/data-formats.md"
@@ -49,189 +44,18 @@ _HINT_SHAPE = (
 _HINT_ORDER = "after an optional first system prompt, turns must alternate user, assistant, user, ..."
 
 
-# --------------------------------------------------------------------------- files and bytes
-
-
-def _require_file(path) -> Path:
-    """The path as a Path, or a DataError if it is missing or a directory."""
-    p = Path(path)
-    if p.is_dir():
-        raise DataError(path, None, None, "is a directory, not a file", "pass the data file itself, e.g. data/train.jsonl")
-    if not p.is_file():
-        raise DataError(path, None, None, "file not found", f"check the path; relative paths start at {os.getcwd()}")
-    return p
-
-
-def _open_bytes(path):
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        raise DataError(path, None, None, f"cannot read the file: {e.strerror}", "check the file's permissions") from None
-
-
-def _decode(path, raw: bytes, line: int, line_offset: int) -> str:
-    """One line's bytes as text; a DataError naming the line and byte offset if they are not UTF-8."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad = raw[e.start : e.start + 1].hex()
-        raise DataError(
-            path,
-            line,
-            None,
-            f"not valid UTF-8: byte 0x{bad} at byte {e.start + 1} of the line (offset {line_offset + e.start} in the file)",
-            _HINT_UTF8,
-        ) from None
-
-
-def _iter_lines(path) -> Iterator[tuple[int, str]]:
-    """(line number, text without line terminator) for each line, decoded one line at a time."""
-    offset = 0
-    with _open_bytes(path) as f:
-        for line_no, raw in enumerate(f, 1):
-            start = offset
-            offset += len(raw)
-            if line_no == 1 and raw.startswith(_BOM):
-                raw, start = raw[len(_BOM) :], start + len(_BOM)
-            yield line_no, _decode(path, raw, line_no, start).rstrip("\r\n")
-
-
-def _first_byte(path) -> tuple[bytes, int]:
-    """The first non-whitespace byte of the file (after a UTF-8 BOM) and its line; (b"", 0) if it is blank."""
-    line_no = 1
-    with _open_bytes(path) as f:
-        head = f.read(len(_BOM))
-        if head != _BOM:
-            f.seek(0)
-        while chunk := f.read(1 << 16):
-            for b in chunk:
-                if b == 0x0A:
-                    line_no += 1
-                elif chr(b) not in _WS:
-                    return bytes([b]), line_no
-    return b"", 0
-
-
-def _json_type(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+# --------------------------------------------------------------------------- files
 
 
 def fingerprint(path) -> dict:
     """``{"path": absolute path, "sha256": hex digest, "bytes": size}`` of a file, hashed in 1 MiB chunks."""
-    p = _require_file(path)
+    p = require_file(path)
     digest, size = hashlib.sha256(), 0
-    with _open_bytes(p) as f:
+    with open_bytes(p) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
     return {"path": str(p.resolve()), "sha256": digest.hexdigest(), "bytes": size}
-
-
-# --------------------------------------------------------------------------- JSON records
-
-
-def _iter_jsonl(path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed value) for each non-blank line of a JSON Lines file."""
-    for line_no, text in _iter_lines(path):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text, strict=False)
-        except json.JSONDecodeError as e:
-            raise DataError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})", _HINT_JSONL) from None
-        except RecursionError:
-            raise DataError(path, line_no, None, f"invalid JSON: {_DEEP}", _HINT_JSONL) from None
-        yield line_no, value
-
-
-def _iter_json_array(path) -> Iterator[tuple[int, object]]:
-    """(line where the element starts, parsed element) for each element of a file holding one JSON array.
-
-    The file is read whole; elements are decoded one by one so each error and record has its own line.
-    """
-    with _open_bytes(path) as f:
-        data = f.read()
-    skip = len(_BOM) if data.startswith(_BOM) else 0
-    try:
-        text = data[skip:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad = skip + e.start
-        line_start = data.rfind(b"\n", 0, bad) + 1
-        _decode(path, data[line_start : bad + 1], data.count(b"\n", 0, bad) + 1, line_start)
-        raise  # pragma: no cover - _decode has raised
-
-    decoder = json.JSONDecoder(strict=False)
-    newlines_seen, counted_to = 0, 0
-
-    def line_at(pos: int) -> int:  # positions mostly move forward, so counting is linear overall
-        nonlocal newlines_seen, counted_to
-        if pos < counted_to:
-            newlines_seen, counted_to = 0, 0
-        newlines_seen += text.count("\n", counted_to, pos)
-        counted_to = pos
-        return newlines_seen + 1
-
-    def skip_ws(pos: int) -> int:
-        while pos < len(text) and text[pos] in _WS:
-            pos += 1
-        return pos
-
-    def fail(pos: int, message: str):
-        hint = "the file must be one JSON array of objects [{...}, {...}]"
-        raise DataError(path, line_at(pos), None, f"invalid JSON: {message}", hint)
-
-    pos = skip_ws(skip_ws(0) + 1)  # just after the opening '['
-    if pos < len(text) and text[pos] == "]":
-        pos += 1
-    else:
-        while True:
-            try:
-                value, end = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as e:
-                fail(e.pos, e.msg)
-            except RecursionError:
-                fail(pos, _DEEP)
-            yield line_at(pos), value
-            pos = skip_ws(end)
-            if pos < len(text) and text[pos] == ",":
-                pos = skip_ws(pos + 1)
-            elif pos < len(text) and text[pos] == "]":
-                pos += 1
-                break
-            else:
-                fail(pos, "expected ',' or ']' after an element" if pos < len(text) else "the array is not closed with ']'")
-    if skip_ws(pos) < len(text):
-        fail(skip_ws(pos), "extra data after the closing ']'")
-
-
-def _iter_objects(path) -> Iterator[tuple[int, dict]]:
-    """(line, record) for each record of a JSONL or JSON-array file; every record must be a JSON object."""
-    with _open_bytes(path) as f:
-        if f.read(2) in _UTF16_BOMS:
-            hint = "save the file as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 IN > OUT`"
-            raise DataError(path, 1, None, "the file is UTF-16 text, not UTF-8", hint)
-    first, line = _first_byte(path)
-    if first == b"{":
-        records = _iter_jsonl(path)
-    elif first == b"[":
-        records = _iter_json_array(path)
-    elif first == b"":
-        return
-    else:
-        first = repr(first.decode()) if first < b"\x80" else f"byte 0x{first.hex()}"
-        hint = "dialogue files are JSON Lines ({...} per line) or one JSON array [...]"
-        raise DataError(path, line, None, f"not JSON Lines or a JSON array: the file starts with {first}", hint)
-    for line_no, record in records:
-        if not isinstance(record, dict):
-            got = _json_type(record)
-            raise DataError(path, line_no, None, f"a record must be a JSON object, got {got}", "write each record as {...}")
-        yield line_no, record
 
 
 # --------------------------------------------------------------------------- one function per format
@@ -250,91 +74,71 @@ def _shape_of(record: dict) -> str | None:
     return None
 
 
-def _get_list(path, line, record: dict, field: str, example: str) -> list:
-    if field not in record:
-        raise DataError(path, line, field, "missing", f"each record needs {example}")
-    value = record[field]
-    if not isinstance(value, list):
-        raise DataError(path, line, field, f"must be an array, got {_json_type(value)}", f"each record needs {example}")
-    return value
-
-
-def _get_str(path, line, obj: dict, key: str, field: str, *, optional: bool = False) -> str | None:
-    if key not in obj or (optional and obj[key] is None):
-        if optional:
-            return None
-        raise DataError(path, line, field, "missing", f"add a string field '{key}'")
-    value = obj[key]
-    if not isinstance(value, str):
-        raise DataError(path, line, field, f"must be a string, got {_json_type(value)}", f"'{key}' must be text")
-    return value
-
-
-def _turns_messages(path, line, record: dict) -> list[tuple]:
+def turns_messages(path, line, record: dict) -> list[tuple]:
     """OpenAI ``{"messages": [{"role", "content"}, ...]}``; other keys are ignored."""
-    items = _get_list(path, line, record, "messages", '"messages": [{"role": "user", "content": "..."}, ...]')
+    items = get_list(path, line, record, "messages", '"messages": [{"role": "user", "content": "..."}, ...]')
     turns = []
     for i, item in enumerate(items):
         at = f"messages[{i}]"
         if not isinstance(item, dict):
             hint = 'write {"role": "user", "content": "..."}'
-            raise DataError(path, line, at, f"must be an object, got {_json_type(item)}", hint)
-        role = _get_str(path, line, item, "role", f"{at}.role")
+            raise DataError(path, line, at, f"must be an object, got {json_type(item)}", hint)
+        role = get_str(path, line, item, "role", f"{at}.role")
         if role not in ROLES:
             raise DataError(path, line, f"{at}.role", f"unknown role {role!r}", "allowed roles: system, user, assistant")
-        turns.append((role, _get_str(path, line, item, "content", f"{at}.content"), f"{at}.role", f"{at}.content"))
+        turns.append((role, get_str(path, line, item, "content", f"{at}.content"), f"{at}.role", f"{at}.content"))
     return turns
 
 
-def _turns_sharegpt(path, line, record: dict) -> list[tuple]:
+def turns_sharegpt(path, line, record: dict) -> list[tuple]:
     """ShareGPT ``{"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}``; user/assistant also accepted."""
-    items = _get_list(path, line, record, "conversations", '"conversations": [{"from": "human", "value": "..."}, ...]')
+    items = get_list(path, line, record, "conversations", '"conversations": [{"from": "human", "value": "..."}, ...]')
     turns = []
     for i, item in enumerate(items):
         at = f"conversations[{i}]"
         if not isinstance(item, dict):
             hint = 'write {"from": "human", "value": "..."}'
-            raise DataError(path, line, at, f"must be an object, got {_json_type(item)}", hint)
-        speaker = _get_str(path, line, item, "from", f"{at}.from")
+            raise DataError(path, line, at, f"must be an object, got {json_type(item)}", hint)
+        speaker = get_str(path, line, item, "from", f"{at}.from")
         if speaker not in SHAREGPT_ROLES:
             raise DataError(
                 path, line, f"{at}.from", f"unknown speaker {speaker!r}", "allowed: human, gpt, system, user, assistant"
             )
-        turns.append((SHAREGPT_ROLES[speaker], _get_str(path, line, item, "value", f"{at}.value"), f"{at}.from", f"{at}.value"))
+        turns.append((SHAREGPT_ROLES[speaker], get_str(path, line, item, "value", f"{at}.value"), f"{at}.from", f"{at}.value"))
     return turns
 
 
-def _turns_alpaca(path, line, record: dict, require_final_assistant: bool) -> list[tuple]:
+def turns_alpaca(path, line, record: dict, require_final_assistant: bool) -> list[tuple]:
     """Alpaca: system?, history? ([[user, assistant], ...]), then user = instruction (+ "\\n\\n" + input), assistant = output."""
     turns = []
     pairs_hint = 'write "history": [["question", "answer"], ...]'
-    system = _get_str(path, line, record, "system", "system", optional=True)
+    system = get_str(path, line, record, "system", "system", optional=True)
     if system is not None:
         turns.append(("system", system, "system", "system"))
     history = record.get("history")
     if history is not None:
         if not isinstance(history, list):
-            raise DataError(path, line, "history", f"must be an array, got {_json_type(history)}", pairs_hint)
+            raise DataError(path, line, "history", f"must be an array, got {json_type(history)}", pairs_hint)
         for i, pair in enumerate(history):
             if not (isinstance(pair, list) and len(pair) == 2):
-                got = f"{len(pair)} items" if isinstance(pair, list) else _json_type(pair)
+                got = f"{len(pair)} items" if isinstance(pair, list) else json_type(pair)
                 raise DataError(path, line, f"history[{i}]", f"must be a [user, assistant] pair, got {got}", pairs_hint)
             for j, role in enumerate(("user", "assistant")):
                 if not isinstance(pair[j], str):
-                    got = _json_type(pair[j])
+                    got = json_type(pair[j])
                     raise DataError(path, line, f"history[{i}][{j}]", f"must be a string, got {got}", pairs_hint)
                 turns.append((role, pair[j], f"history[{i}]", f"history[{i}][{j}]"))
-    instruction = _get_str(path, line, record, "instruction", "instruction")
-    extra = _get_str(path, line, record, "input", "input", optional=True) or ""
+    instruction = get_str(path, line, record, "instruction", "instruction")
+    extra = get_str(path, line, record, "input", "input", optional=True) or ""
     prompt = "\n\n".join(part for part in (instruction, extra) if part.strip())
     turns.append(("user", prompt, "instruction", "instruction"))
-    output = _get_str(path, line, record, "output", "output", optional=not require_final_assistant)
+    output = get_str(path, line, record, "output", "output", optional=not require_final_assistant)
     if output or require_final_assistant:
         turns.append(("assistant", output, "output", "output"))
     return turns
 
 
-def _check_turns(path, line, turns: list[tuple], container: str, require_final_assistant: bool) -> list[dict]:
+def check_turns(path, line, turns: list[tuple], container: str, require_final_assistant: bool) -> list[dict]:
     """The turns as messages, after the content and role-order rules; an empty system prompt is dropped."""
     if turns and turns[0][0] == "system" and not turns[0][1].strip():
         turns = turns[1:]
@@ -380,8 +184,8 @@ def _no_records(path) -> DataError:
 
 def detect_format(path) -> str:
     """"messages", "sharegpt" or "alpaca", from the first record's keys; DataError if none fits or the file is empty."""
-    _require_file(path)
-    for line, record in _iter_objects(path):
+    require_file(path)
+    for line, record in iter_objects(path):
         shape = _shape_of(record)
         if shape is None:
             raise _unknown_shape(path, line, record)
@@ -391,11 +195,11 @@ def detect_format(path) -> str:
 
 def _dialogues(path, fmt: str, require_final_assistant: bool) -> Iterator[tuple[str, dict]]:
     """(file format, dialogue) for each record; the format is fixed by ``fmt`` or by the first record."""
-    _require_file(path)
+    require_file(path)
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(path, None, None, f"unknown format {fmt!r}", "use auto, messages, sharegpt or alpaca")
     file_fmt, first_line, count = (None if fmt == "auto" else fmt), None, 0
-    for line, record in _iter_objects(path):
+    for line, record in iter_objects(path):
         shape = _shape_of(record)
         if file_fmt is None:
             if shape is None:
@@ -407,15 +211,15 @@ def _dialogues(path, fmt: str, require_final_assistant: bool) -> Iterator[tuple[
                 "use one format per file; `medtune data convert` can rewrite each part as messages",
             )
         if file_fmt == "messages":
-            turns, container = _turns_messages(path, line, record), "messages"
+            turns, container = turns_messages(path, line, record), "messages"
         elif file_fmt == "sharegpt":
-            turns, container = _turns_sharegpt(path, line, record), "conversations"
+            turns, container = turns_sharegpt(path, line, record), "conversations"
         else:
-            turns, container = _turns_alpaca(path, line, record, require_final_assistant), "instruction"
+            turns, container = turns_alpaca(path, line, record, require_final_assistant), "instruction"
         if not turns:
             raise DataError(path, line, container, "empty conversation", "add a user and an assistant turn, or drop the record")
         count += 1
-        messages = _check_turns(path, line, turns, container, require_final_assistant)
+        messages = check_turns(path, line, turns, container, require_final_assistant)
         yield file_fmt, {"messages": messages, "source": f"{path}:{line}"}
     if count == 0:
         raise _no_records(path)
@@ -446,7 +250,7 @@ def load_dialogues(path, fmt: str = "auto", *, require_final_assistant: bool = T
 def _language(messages: list[dict]) -> str:
     """'zh' if CJK characters are a real share of the text, 'en' if mostly Latin letters, else 'other'."""
     text = "".join(m["content"] for m in messages)
-    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    cjk, latin = len(CJK.findall(text)), len(_LATIN.findall(text))
     letters = sum(ch.isalpha() for ch in text)
     if cjk and cjk * 4 >= latin:
         return "zh"
@@ -567,7 +371,7 @@ def convert_file(src, dst, to: str = "messages", fmt: str = "auto", *, require_f
 def _iter_txt(path, mode: str) -> Iterator[str]:
     """Documents of a plain-text file: one per line, or per blank-line-separated paragraph."""
     paragraph: list[str] = []
-    for _, text in _iter_lines(path):
+    for _, text in iter_lines(path):
         if mode == "line":
             if text.strip():
                 yield text.strip()
@@ -582,11 +386,11 @@ def _iter_txt(path, mode: str) -> Iterator[str]:
 
 def _iter_text_jsonl(path) -> Iterator[str]:
     """The ``text`` field of each JSON Lines record."""
-    for line, record in _iter_jsonl(path):
+    for line, record in iter_jsonl(path):
         if not isinstance(record, dict):
-            got = _json_type(record)
+            got = json_type(record)
             raise DataError(path, line, None, f"a record must be a JSON object, got {got}", 'write {"text": "..."} per line')
-        text = _get_str(path, line, record, "text", "text")
+        text = get_str(path, line, record, "text", "text")
         if text.strip():
             yield text
 
@@ -598,7 +402,7 @@ def iter_texts(path, mode: str = "line") -> Iterator[str]:
     (``mode="paragraph"``), stripped of surrounding whitespace. ``.jsonl``: the ``text`` field of
     each record as it is (``mode`` does not apply). DataError on the first problem, or if there are no documents.
     """
-    p = _require_file(path)
+    p = require_file(path)
     if mode not in TEXT_MODES:
         raise DataError(path, None, None, f"unknown text mode {mode!r}", "use line or paragraph")
     suffix = p.suffix.lower()

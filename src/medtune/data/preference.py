@@ -26,8 +26,8 @@ from typing import Literal
 
 from medtune.config import at_least, check
 from medtune.data import formats
-from medtune.errors import ConfigError, MedtuneError
-from medtune.data.formats import DataError, _check_turns, _get_list, _get_str, _iter_objects, _json_type, _require_file
+from medtune.data.jsonio import get_list, get_str, iter_objects, json_type, require_file
+from medtune.errors import ConfigError, DataError, MedtuneError
 
 SHAPES = ("medicalgpt", "pairwise", "prompt", "implicit")
 _HINT_SHAPE = ('expected {"conversations", "chosen", "rejected"} (MedicalGPT), {"question", "response_chosen", '
@@ -54,25 +54,25 @@ def _answer(path, line, record: dict, key: str) -> str:
         if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
             raise DataError(path, line, key, "must be a string or one assistant message",
                             f'write "{key}": "..." or "{key}": [{{"role": "assistant", "content": "..."}}]')
-        value = _get_str(path, line, value[0], "content", f"{key}[0].content")
+        value = get_str(path, line, value[0], "content", f"{key}[0].content")
     else:
-        value = _get_str(path, line, record, key, key)
+        value = get_str(path, line, record, key, key)
     if not value.strip():
         raise DataError(path, line, key, "empty answer", "fill in the text or drop the record")
     return value
 
 
 def _messages(path, line, items: list, field: str) -> list[tuple]:
-    """[{"role", "content"}] as turns for formats._check_turns (field names point into the user's record)."""
+    """[{"role", "content"}] as turns for formats.check_turns (field names point into the user's record)."""
     record = {"messages": items}
-    turns = formats._turns_messages(path, line, record)
+    turns = formats.turns_messages(path, line, record)
     return [(r, c, rf.replace("messages", field, 1), cf.replace("messages", field, 1)) for r, c, rf, cf in turns]
 
 
 def _prompt_turns(path, line, turns: list[tuple], container: str) -> list[dict]:
     if not turns:
         raise DataError(path, line, container, "empty prompt", "the prompt needs at least one user turn")
-    messages = _check_turns(path, line, turns, container, require_final_assistant=False)
+    messages = formats.check_turns(path, line, turns, container, require_final_assistant=False)
     if messages[-1]["role"] != "user":
         raise DataError(path, line, turns[-1][2], "the prompt must end with a user turn",
                         "the answers go in chosen/rejected, not in the prompt")
@@ -87,22 +87,22 @@ def _prompt_field(path, line, record: dict) -> list[dict]:
     elif isinstance(value, list):
         turns = _messages(path, line, value, "prompt")
     else:
-        raise DataError(path, line, "prompt", f"must be a string or a list of messages, got {_json_type(value)}",
+        raise DataError(path, line, "prompt", f"must be a string or a list of messages, got {json_type(value)}",
                         'write "prompt": "..." or "prompt": [{"role": "user", "content": "..."}]')
     return _prompt_turns(path, line, turns, "prompt")
 
 
 def _read(path, line, record: dict, shape: str) -> dict:
     if shape == "medicalgpt":
-        record_turns = formats._turns_sharegpt(path, line, record)
+        record_turns = formats.turns_sharegpt(path, line, record)
         prompt = _prompt_turns(path, line, record_turns, "conversations")
         chosen, rejected = _answer(path, line, record, "chosen"), _answer(path, line, record, "rejected")
     elif shape == "pairwise":
         turns = []
-        system = _get_str(path, line, record, "system", "system", optional=True)
+        system = get_str(path, line, record, "system", "system", optional=True)
         if system is not None:
             turns.append(("system", system, "system", "system"))
-        turns.append(("user", _get_str(path, line, record, "question", "question"), "question", "question"))
+        turns.append(("user", get_str(path, line, record, "question", "question"), "question", "question"))
         prompt = _prompt_turns(path, line, turns, "question")
         chosen = _answer(path, line, record, "response_chosen")
         rejected = _answer(path, line, record, "response_rejected")
@@ -111,8 +111,8 @@ def _read(path, line, record: dict, shape: str) -> dict:
         chosen, rejected = _answer(path, line, record, "chosen"), _answer(path, line, record, "rejected")
     else:  # implicit: two whole conversations with a shared prompt
         example = '"chosen": [{"role": "user", ...}, {"role": "assistant", ...}]'
-        c_items = _get_list(path, line, record, "chosen", example)
-        r_items = _get_list(path, line, record, "rejected", example)
+        c_items = get_list(path, line, record, "chosen", example)
+        r_items = get_list(path, line, record, "rejected", example)
         c_turns, r_turns = _messages(path, line, c_items, "chosen"), _messages(path, line, r_items, "rejected")
         if len(c_turns) < 2 or c_turns[-1][0] != "assistant" or not r_turns or r_turns[-1][0] != "assistant":
             raise DataError(path, line, "chosen" if len(c_turns) < 2 or c_turns[-1][0] != "assistant" else "rejected",
@@ -121,7 +121,7 @@ def _read(path, line, record: dict, shape: str) -> dict:
             raise DataError(path, line, "rejected", "chosen and rejected differ before their last turn",
                             "both must hold the same prompt and differ only in the final assistant answer")
         prompt = _prompt_turns(path, line, c_turns[:-1], "chosen")
-        _check_turns(path, line, c_turns, "chosen", require_final_assistant=True)
+        formats.check_turns(path, line, c_turns, "chosen", require_final_assistant=True)
         chosen, rejected = c_turns[-1][1], r_turns[-1][1]
         for key, text in (("chosen", chosen), ("rejected", rejected)):
             if not text.strip():
@@ -132,11 +132,11 @@ def _read(path, line, record: dict, shape: str) -> dict:
 def load_pairs(path, *, stats: dict | None = None) -> list[dict]:
     """All preference pairs of a file, fully checked; raises DataError on the first bad record.
     Pairs with identical answers are dropped and counted in `stats["identical_dropped"]`."""
-    _require_file(path)
+    require_file(path)
     pairs, count = [], 0
     stats = stats if stats is not None else {}
     stats.setdefault("identical_dropped", 0)
-    for line, record in _iter_objects(path):
+    for line, record in iter_objects(path):
         shape = shape_of(record)
         if shape is None:
             raise DataError(path, line, None, f"not a preference record: keys [{formats.key_list(record)}]", _HINT_SHAPE)
@@ -155,7 +155,7 @@ def is_pair_file(path) -> bool:
     """Whether the first record of a .jsonl/.json file is a preference pair (any of the four shapes)."""
     if Path(path).suffix.lower() not in (".jsonl", ".json"):
         return False
-    records = _iter_objects(_require_file(path))
+    records = iter_objects(require_file(path))
     try:
         first = next(records, (None, None))[1]
     finally:
@@ -174,9 +174,9 @@ def load_prompts(path) -> list[dict]:
     """Prompts for RL (PPO, GRPO): the prompts of a preference file, or prompt-only records
     {"prompt": str | [messages], ...} whose extra keys (e.g. "answer") are kept for the reward.
     Returns [{"prompt": [messages], "source", **extra}]."""
-    _require_file(path)
+    require_file(path)
     out = []
-    for line, record in _iter_objects(path):
+    for line, record in iter_objects(path):
         shape = shape_of(record)
         if shape in ("medicalgpt", "pairwise") or (shape in ("prompt", "implicit") and "chosen" in record):
             pair = _read(path, line, record, shape)

@@ -22,7 +22,7 @@ from medtune.errors import MedtuneError
 
 LANGUAGES = ("zh", "latin", "mixed", "other")
 _LATIN_WORD = re.compile("[A-Za-z\u00c0-\u024f]+")
-_OTHER_WORD = re.compile(f"[^\\W\\d_A-Za-z\u00c0-\u024f{clean._CJK_RANGES}]+")
+_OTHER_WORD = re.compile(f"[^\\W\\d_A-Za-z\u00c0-\u024f{formats.CJK_RANGES}]+")
 _BATCH = 256  # texts per tokenizer call
 
 
@@ -33,7 +33,7 @@ def language_of(text: str) -> str:
     abbreviations (CT, mg) is still mainly Chinese. "Mainly" is 80% of those units; "other" is text with
     no letters or mainly another script (Cyrillic, Greek, ...).
     """
-    cjk = len(formats._CJK.findall(text))
+    cjk = len(formats.CJK.findall(text))
     latin = len(_LATIN_WORD.findall(text))
     other = len(_OTHER_WORD.findall(text))
     total = cjk + latin + other

@@ -24,10 +24,10 @@ _CJK_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]+")
 
 def read_word_list(path) -> list[str]:
     """One word per line; blank lines and lines starting with # are skipped; order kept, duplicates dropped."""
-    from medtune.data.formats import _iter_lines
+    from medtune.data.jsonio import iter_lines
 
     words, seen = [], set()
-    for _, line in _iter_lines(path):
+    for _, line in iter_lines(path):
         w = line.strip()
         if w and not w.startswith("#") and w not in seen:
             seen.add(w)

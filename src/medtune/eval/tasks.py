@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune.data.formats import _CJK, _decode, _iter_lines, _iter_objects, _json_type, _open_bytes, _require_file
+from medtune.data.formats import CJK
+from medtune.data.jsonio import decode_line, iter_lines, iter_objects, json_type, open_bytes, require_file
 from medtune.errors import DataError, MedtuneError
 
 LETTERS = string.ascii_uppercase
@@ -109,7 +110,7 @@ def _str_field(path, line, record: dict, key: str, *, field_name: str | None = N
             raise DataError(path, line, name, "missing", f"each record needs a string '{key}'; {_HINT_DOCS}")
         return ""
     if not isinstance(value, str):
-        raise DataError(path, line, name, f"must be a string, got {_json_type(value)}", _HINT_DOCS)
+        raise DataError(path, line, name, f"must be a string, got {json_type(value)}", _HINT_DOCS)
     if nonempty and not value.strip():
         raise DataError(path, line, name, "is empty", "fill in the text or drop the record")
     return value
@@ -120,7 +121,7 @@ def _id_field(path, line, record: dict, key: str, default: str) -> str:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise DataError(path, line, key, f"must be a string or an integer, got {_json_type(value)}", _HINT_DOCS)
+        raise DataError(path, line, key, f"must be a string or an integer, got {json_type(value)}", _HINT_DOCS)
     return str(value)
 
 
@@ -130,7 +131,7 @@ def _int_field(value) -> bool:
 
 def _read_text(path) -> str:
     """The whole file as text (UTF-8, BOM dropped); a DataError naming the line of a bad byte."""
-    with _open_bytes(path) as f:
+    with open_bytes(path) as f:
         data = f.read()
     start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
@@ -138,8 +139,8 @@ def _read_text(path) -> str:
     except UnicodeDecodeError as e:
         bad = start + e.start
         line_start = data.rfind(b"\n", 0, bad) + 1
-        _decode(path, data[line_start : bad + 1], data.count(b"\n", 0, bad) + 1, line_start)
-        raise  # pragma: no cover - _decode has raised
+        decode_line(path, data[line_start : bad + 1], data.count(b"\n", 0, bad) + 1, line_start)
+        raise  # pragma: no cover - decode_line has raised
 
 
 def _iter_json_object(path) -> Iterator[tuple[int, str, object]]:
@@ -196,7 +197,7 @@ def _iter_json_object(path) -> Iterator[tuple[int, str, object]]:
 
 def _iter_csv(path) -> Iterator[tuple[int, list[str]]]:
     """(line where the row starts, cells) for each non-blank row of a UTF-8 CSV file."""
-    reader = csv.reader(text + "\n" for _, text in _iter_lines(path))
+    reader = csv.reader(text + "\n" for _, text in iter_lines(path))
     rows = iter(reader)
     while True:
         start = reader.line_num + 1
@@ -225,7 +226,7 @@ def _no_items(path, what: str = "no questions") -> DataError:
 def _pubmedqa_item(path, line, pmid: str, record, setting: str, prefix: str) -> MCItem:
     """One PQA-L record: official keys (QUESTION, CONTEXTS, LONG_ANSWER) or Hugging Face ones (question, context...)."""
     if not isinstance(record, dict):
-        got = _json_type(record)
+        got = json_type(record)
         raise DataError(path, line, prefix.rstrip(".") or None, f"must be an object, got {got}", _HINT_DOCS)
     official = "QUESTION" in record
     q_key, la_key = ("QUESTION", "LONG_ANSWER") if official else ("question", "long_answer")
@@ -238,11 +239,11 @@ def _pubmedqa_item(path, line, pmid: str, record, setting: str, prefix: str) -> 
     if contexts is None:
         raise DataError(path, line, ctx_name, "missing", "each record needs its abstract as a list of strings")
     if not isinstance(contexts, list) or not contexts:
-        got = "an empty array" if contexts == [] else _json_type(contexts)
+        got = "an empty array" if contexts == [] else json_type(contexts)
         raise DataError(path, line, ctx_name, f"must be a non-empty array of strings, got {got}", _HINT_DOCS)
     for i, part in enumerate(contexts):
         if not isinstance(part, str):
-            raise DataError(path, line, f"{ctx_name}[{i}]", f"must be a string, got {_json_type(part)}", _HINT_DOCS)
+            raise DataError(path, line, f"{ctx_name}[{i}]", f"must be a string, got {json_type(part)}", _HINT_DOCS)
     long_answer = _str_field(path, line, record, la_key, field_name=prefix + la_key, required=setting == "reasoning_free")
     if setting == "reasoning_free" and not long_answer.strip():
         raise DataError(path, line, prefix + la_key, "is empty", "the reasoning_free setting needs the long answer")
@@ -261,7 +262,7 @@ def _pubmedqa_item(path, line, pmid: str, record, setting: str, prefix: str) -> 
 
 def _looks_like_jsonl(path) -> bool:
     """True if the first non-blank line is by itself a whole record with a question (JSON Lines, HF style)."""
-    for _, text in _iter_lines(path):
+    for _, text in iter_lines(path):
         if text.strip():
             try:
                 first = json.loads(text, strict=False)
@@ -273,12 +274,12 @@ def _looks_like_jsonl(path) -> bool:
 
 def load_pubmedqa(path, setting: str = "reasoning_required") -> list[MCItem]:
     """PubMedQA PQA-L: the official ``{PMID: record}`` JSON object, or JSON Lines with a ``pubid`` per record."""
-    _require_file(path)
+    require_file(path)
     if setting not in PUBMEDQA_SETTINGS:
         raise MedtuneError(f"unknown PubMedQA setting {setting!r}", hint="use reasoning_required or reasoning_free")
     items, seen = [], {}
     if _looks_like_jsonl(path):
-        for line, record in _iter_objects(path):
+        for line, record in iter_objects(path):
             pmid = _id_field(path, line, record, "pubid", "") or _id_field(path, line, record, "PMID", str(line))
             items.append(_pubmedqa_item(path, line, pmid, record, setting, ""))
     else:
@@ -307,9 +308,9 @@ def medmcqa_cop_base(cops: list[int]) -> int:
 
 def load_medmcqa(path, setting: str = "reasoning_required") -> list[MCItem]:
     """MedMCQA JSONL {question, opa..opd, cop, subject_name, exp, id}; ``cop`` base detected per file."""
-    _require_file(path)
+    require_file(path)
     rows = []
-    for line, record in _iter_objects(path):
+    for line, record in iter_objects(path):
         question = _str_field(path, line, record, "question", nonempty=True)
         options = [_str_field(path, line, record, key) for key in ("opa", "opb", "opc", "opd")]
         cop = record.get("cop")
@@ -317,7 +318,7 @@ def load_medmcqa(path, setting: str = "reasoning_required") -> list[MCItem]:
             hint = "the MedMCQA test split has no answers; evaluate on dev.json (validation)"
             raise DataError(path, line, "cop", "no gold answer" if cop is None else "no gold answer (cop is -1)", hint)
         if not _int_field(cop):
-            raise DataError(path, line, "cop", f"must be an integer, got {_json_type(cop)}", "1..4 (raw release) or 0..3")
+            raise DataError(path, line, "cop", f"must be an integer, got {json_type(cop)}", "1..4 (raw release) or 0..3")
         if not 0 <= cop <= 4:
             hint = "1..4 for the raw release (1 = opa), 0..3 for the Hugging Face copy"
             raise DataError(path, line, "cop", f"{cop} is out of range", hint)
@@ -345,10 +346,10 @@ def load_medmcqa(path, setting: str = "reasoning_required") -> list[MCItem]:
 # --------------------------------------------------------------------------- MedQA-USMLE
 
 
-def _lettered_options(path, line, options, name: str = "options") -> tuple[list[str], list[str]]:
+def lettered_options(path, line, options, name: str = "options") -> tuple[list[str], list[str]]:
     """(labels, texts) of an options object {"A": ..., "B": ...}: the keys must be A, B, C, ... without gaps."""
     if not isinstance(options, dict):
-        message = f'must be an object {{"A": ..., "B": ...}}, got {_json_type(options)}'
+        message = f'must be an object {{"A": ..., "B": ...}}, got {json_type(options)}'
         raise DataError(path, line, name, message, _HINT_DOCS)
     labels = sorted(options)
     if len(labels) < 2 or labels != list(LETTERS[: len(labels)]):
@@ -359,13 +360,13 @@ def _lettered_options(path, line, options, name: str = "options") -> tuple[list[
 
 
 def _medqa(path, four_options: bool) -> list[MCItem]:
-    _require_file(path)
+    require_file(path)
     items = []
-    for n, (line, record) in enumerate(_iter_objects(path), 1):
+    for n, (line, record) in enumerate(iter_objects(path), 1):
         question = _str_field(path, line, record, "question", nonempty=True)
         if "options" not in record:
             raise DataError(path, line, "options", "missing", 'each record needs "options": {"A": ..., "D" or "E": ...}')
-        labels, texts = _lettered_options(path, line, record["options"])
+        labels, texts = lettered_options(path, line, record["options"])
         gold = _str_field(path, line, record, "answer_idx")
         if gold not in labels:
             raise DataError(path, line, "answer_idx", f"{gold!r} is not among the options {', '.join(labels)}", _HINT_DOCS)
@@ -406,7 +407,7 @@ def _csv_files(path, medical: tuple[str, ...], task: str, pattern: str) -> list[
     if p.is_file():
         return [(p, _subject_from_filename(p))]
     if not p.is_dir():
-        _require_file(path)  # raises "file not found"
+        require_file(path)  # raises "file not found"
     found: dict[str, list[Path]] = {}
     for f in sorted(p.glob("*.csv")):
         subject = _subject_from_filename(f)
@@ -505,9 +506,9 @@ def load_mcq(path, setting: str = "reasoning_required") -> list[MCItem]:
 
     ``subject`` falls back to ``condition`` (the demo exam's field).
     """
-    _require_file(path)
+    require_file(path)
     items = []
-    for n, (line, record) in enumerate(_iter_objects(path), 1):
+    for n, (line, record) in enumerate(iter_objects(path), 1):
         question = _str_field(path, line, record, "question", nonempty=True)
         if "options" not in record:
             raise DataError(path, line, "options", "missing", 'add "options": {"A": "...", "B": "..."} or a list')
@@ -518,7 +519,7 @@ def load_mcq(path, setting: str = "reasoning_required") -> list[MCItem]:
             texts = [_str_field(path, line, {"o": o}, "o", field_name=f"options[{i}]") for i, o in enumerate(options)]
             labels = list(LETTERS[: len(texts)])
         else:
-            labels, texts = _lettered_options(path, line, options)
+            labels, texts = lettered_options(path, line, options)
         if "answer" not in record:
             raise DataError(path, line, "answer", "missing", 'add "answer": "B" (a letter) or 1 (an index from 0)')
         answer = record["answer"]
@@ -532,7 +533,7 @@ def load_mcq(path, setting: str = "reasoning_required") -> list[MCItem]:
                 raise DataError(path, line, "answer", f"{answer!r} is not among the options {', '.join(labels)}", _HINT_DOCS)
             gold = labels.index(answer)
         else:
-            raise DataError(path, line, "answer", f"must be a letter or an index, got {_json_type(answer)}", _HINT_DOCS)
+            raise DataError(path, line, "answer", f"must be a letter or an index, got {json_type(answer)}", _HINT_DOCS)
         subject_key = "subject" if record.get("subject") is not None else "condition"
         items.append(MCItem(
             id=_id_field(path, line, record, "id", str(n)), question=question, choices=texts, choice_labels=labels,
@@ -745,7 +746,7 @@ def find_task_file(name: str, data_dir) -> Path:
 
 
 def _is_chinese(text: str) -> bool:
-    return bool(_CJK.search(text))
+    return bool(CJK.search(text))
 
 
 def _sft_dialogue(task: Task, item: MCItem) -> list[dict]:
