@@ -447,6 +447,114 @@ def test_sweep_writes_models_results_table_and_plot_and_chooses_by_the_rule(pair
         merge.sweep(base, tuned, tmp_path / "s2", [0.5])
 
 
+# ------------------------------------------------------------------ a failed merge keeps the earlier output
+
+
+def lora_run(base, path):
+    """A medtune LoRA run folder on `base` (an adapter with non-zero B, as training leaves it), made without training."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_()
+    model.save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    runs.write_json(path / runs.MANIFEST, {"stage": "sft", "status": "completed", "adapter": True,
+                                           "model": {"spec": str(base), "weights": str(base), "base": str(base)}})
+    return path
+
+
+def earlier_output(path):
+    """A finished earlier output: replaced only once a new one is complete."""
+    path.mkdir()
+    (path / "keep.txt").write_text("the earlier output")
+    return path
+
+
+def unchanged(path) -> bool:
+    return [p.name for p in path.iterdir()] == ["keep.txt"] and (path / "keep.txt").read_text() == "the earlier output"
+
+
+def test_a_sweep_that_fails_late_keeps_the_earlier_sweep_folder(pair, tmp_path, monkeypatch):
+    """Today's failure: `sweep(overwrite=True)` emptied the folder before the models were read. A second model of
+    another shape (found once the files are checked), or an exception midway, must leave the earlier folder."""
+    from medtune.eval import runner
+
+    base, tuned = pair
+    text = tmp_path / "general.txt"
+    text.write_text("The weather is fine today.\nTrains leave at noon.\n")
+    wrong = dict(weights(tuned), **{"model.layers.1.mlp.up_proj.weight": torch.zeros(96, 64)})
+    other = write_folder(tmp_path / "other", wrong, like=tuned)
+    out = earlier_output(tmp_path / "sweep")
+    with pytest.raises(MedtuneError, match="has shape"):
+        merge.sweep(base, other, out, [0.5], general_text=[text], limit=2, overwrite=True)
+    assert unchanged(out) and no_leftovers(tmp_path)
+
+    evaluated = []
+
+    def failing_evaluate(model, settings, output_dir):  # the first model is written, then its evaluation fails
+        evaluated.append(model)
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(runner, "evaluate", failing_evaluate)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        merge.sweep(base, tuned, out, [0.5], general_text=[text], limit=2, overwrite=True)
+    assert evaluated == [str(out / "alpha-0")] and unchanged(out) and no_leftovers(tmp_path)
+    with pytest.raises(RuntimeError, match="evaluation failed"):  # a new folder: nothing of the attempt stays
+        merge.sweep(base, tuned, tmp_path / "new", [0.5], general_text=[text], limit=2)
+    assert not (tmp_path / "new").exists() and no_leftovers(tmp_path)
+
+
+def test_every_merge_command_keeps_the_earlier_output_when_it_fails(pair, tmp_path, monkeypatch, capsys):
+    base, tuned = pair
+    wrong = dict(weights(tuned), **{"model.layers.1.mlp.up_proj.weight": torch.zeros(96, 64)})
+    other = write_folder(tmp_path / "other", wrong, like=tuned)
+    out = earlier_output(tmp_path / "out")
+    # a bad second model, found once the first has been read
+    with pytest.raises(MedtuneError, match="has shape"):
+        merge.soup([base, other], out, overwrite=True, quiet=True)
+    from medtune.cli import main
+
+    assert main(["merge", "average", str(base), str(other), str(out), "--alpha", "0.5", "--overwrite"]) == 2
+    assert "has shape" in capsys.readouterr().err
+    assert main(["merge", "soup", str(out), str(base), str(other), "--overwrite"]) == 2
+    assert unchanged(out) and no_leftovers(tmp_path)
+
+    # greedy soup: the scoring fails after the first candidate soup was written
+    calls = []
+
+    def score(folder):
+        calls.append(folder)
+        if len(calls) == 3:
+            raise RuntimeError("scoring failed")
+        return 0.5
+
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        merge.greedy_soup([base, tuned], out, score, overwrite=True, quiet=True)
+    assert len(calls) == 3 and unchanged(out) and no_leftovers(tmp_path)
+
+    # LoRA merge: an exception while the merged folder is written
+    run = lora_run(base, tmp_path / "run")
+    from medtune.merge import methods
+
+    def failing_manifest(folder, manifest):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(methods, "write_manifest", failing_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        merge.merge_lora(run, out, overwrite=True)
+    with pytest.raises(OSError, match="disk full"):
+        merge.average(base, tuned, out, 0.5, overwrite=True, quiet=True)
+    assert unchanged(out) and no_leftovers(tmp_path)
+    monkeypatch.undo()
+    merge.merge_lora(run, out, overwrite=True, quiet=True)  # success replaces it
+    assert not (out / "keep.txt").exists() and runs.read_manifest(out)["method"] == "lora" and no_leftovers(tmp_path)
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 

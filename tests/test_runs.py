@@ -1,6 +1,7 @@
 """The run folder: `medtune runs` lists every folder and never fails as a whole for one bad one."""
 
 import json
+import os
 
 from medtune import runs
 from medtune.cli import main
@@ -135,3 +136,120 @@ def test_resume_says_what_it_resumes_from_and_skips_an_incomplete_checkpoint(tmp
     assert checkpoint == done
     said = capsys.readouterr().out
     assert "checkpoint-5 is incomplete" in said and f"resuming from {done} (step 2)" in said
+
+
+# ------------------------------------------------- outputs other than runs: replaced only once complete
+
+
+def _earlier(folder):
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text('{"earlier": true}')
+    return folder
+
+
+def _contents(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _hidden(parent) -> list:
+    return [p.name for p in parent.rglob(".*")]
+
+
+def test_new_folder_is_swapped_in_only_when_the_block_succeeds(tmp_path):
+    out = _earlier(tmp_path / "out")
+    before = _contents(out)
+    from medtune.errors import MedtuneError
+
+    with pytest.raises(MedtuneError, match="not empty"):
+        with runs.new_folder(out):
+            pass
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C midway, with overwrite: the earlier folder stays
+        with runs.new_folder(out, overwrite=True) as tmp:
+            (tmp / "results.json").write_text("half")
+            raise KeyboardInterrupt
+    assert _contents(out) == before and _hidden(tmp_path) == []
+    with runs.new_folder(out, overwrite=True) as tmp:
+        (tmp / "model.safetensors").write_text("new")
+    assert _contents(out) == {"model.safetensors": b"new"} and _hidden(tmp_path) == []
+
+
+def test_replaced_in_place_puts_the_earlier_folder_back_when_the_block_fails(tmp_path):
+    out = _earlier(tmp_path / "sweep")
+    before = _contents(out)
+    with pytest.raises(RuntimeError):
+        with runs.replaced_in_place(out, overwrite=True) as folder:
+            assert folder == out and not (out / "results.json").exists()  # written in place, the earlier one aside
+            (out / "alpha-0").mkdir()
+            raise RuntimeError("evaluation failed")
+    assert _contents(out) == before and _hidden(tmp_path) == []
+    # killed midway (kill -9): the earlier folder still waits aside; the next attempt replaces the partial one
+    os.replace(out, runs.aside_folder(out))
+    out.mkdir()
+    (out / "partial").write_text("cut off")
+    with pytest.raises(RuntimeError):
+        with runs.replaced_in_place(out, overwrite=True):
+            raise RuntimeError("failed again")
+    assert _contents(out) == before and _hidden(tmp_path) == []
+    with runs.replaced_in_place(out, overwrite=True):
+        (out / "sweep.json").write_text("{}")
+    assert _contents(out) == {"sweep.json": b"{}"} and _hidden(tmp_path) == []
+    with pytest.raises(RuntimeError):  # a new folder: nothing of a failed attempt stays
+        with runs.replaced_in_place(tmp_path / "new"):
+            (tmp_path / "new" / "x").write_text("x")
+            raise RuntimeError
+    assert not (tmp_path / "new").exists()
+
+
+def test_files_into_changes_nothing_unless_every_file_is_written(tmp_path):
+    out = _earlier(tmp_path / "ev")
+    (out / "notes.txt").write_text("the user's own file")
+    (out / "perplexity.png").write_text("an earlier plot")
+    before = _contents(out)
+    with pytest.raises(OSError):
+        with runs.files_into(out, replaces=["perplexity.png"]) as tmp:
+            (tmp / "results.json").write_text("new")
+            raise OSError("disk full")
+    assert _contents(out) == before and _hidden(tmp_path) == []
+    with runs.files_into(out, replaces=["perplexity.png"]) as tmp:
+        (tmp / "results.json").write_text("new")
+    # the new file replaces its namesake, a plot this write did not make goes, the user's own file stays
+    assert _contents(out) == {"notes.txt": b"the user's own file", "results.json": b"new"}
+    with pytest.raises(OSError):
+        with runs.files_into(tmp_path / "fresh"):
+            raise OSError
+    assert not (tmp_path / "fresh").exists() and _hidden(tmp_path) == []
+
+
+def test_an_evaluation_that_fails_while_writing_keeps_the_earlier_one(tmp_path, monkeypatch):
+    """`medtune eval` wrote results.json into its folder and then the report: a failure in between left the
+    earlier evaluation's report beside the new results."""
+    from dataclasses import replace
+
+    from medtune.eval import report, runner
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    exam = tmp_path / "exam.jsonl"
+    exam.write_text("".join(json.dumps({"question": f"Q{i}?", "options": ["fever", "rest"], "answer": i % 2}) + "\n"
+                            for i in range(2)))
+    settings = runner.EvalSettings(tasks=["mcq"], files={"mcq": str(exam)}, batch_size=2)
+    out = runner.evaluate(str(model), settings, str(tmp_path / "ev"))
+    (out / "notes.txt").write_text("the user's own file")
+    before = _contents(out)
+    assert {"results.json", "items.jsonl", "report.html", "notes.txt"} <= set(before)
+
+    def failing_report(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report, "write_report", failing_report)
+    with pytest.raises(OSError, match="disk full"):  # another evaluation (one item): its results differ
+        runner.evaluate(str(model), replace(settings, limit=1), str(out))
+    assert _contents(out) == before and _hidden(tmp_path) == []
+    with pytest.raises(OSError, match="disk full"):
+        runner.evaluate(str(model), settings, str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    runner.evaluate(str(model), settings, str(out))
+    after = _contents(out)
+    assert after["notes.txt"] == before["notes.txt"] and json.loads(after["results.json"])["created"]
+    assert _hidden(tmp_path) == []

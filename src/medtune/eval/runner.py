@@ -192,11 +192,13 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
     if safety_run is not None:
         result["safety"] = safety_run.run(cm)
 
-    out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(out / "results.json", result)
-    runs.atomic_write_text(out / "items.jsonl", "".join(
-        json.dumps({"task": t, **r}, ensure_ascii=False) + "\n" for t, rows in all_rows.items() for r in rows))
-    written = _reports(out, result)
+    from medtune.eval.report import PLOTS
+
+    with runs.files_into(out, replaces=PLOTS) as tmp:  # an earlier evaluation there stays whole if this one fails
+        runs.write_json(tmp / "results.json", result)
+        runs.atomic_write_text(tmp / "items.jsonl", "".join(
+            json.dumps({"task": t, **r}, ensure_ascii=False) + "\n" for t, rows in all_rows.items() for r in rows))
+        written = _reports(tmp, result)
     _summary(result, out, written)
     return out
 
