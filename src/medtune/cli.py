@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
         return ns.func(ns)
-    except SystemExit as exc:  # --help, --version, or a bad option (`merge` and `rm score` parse their own), printed
+    except SystemExit as exc:  # --help, --version, or a bad option (`rm score` parses its own), printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except MedtuneError as exc:
         _error_line(str(exc))
