@@ -225,7 +225,8 @@ def zh_blocks(f, r, loc, name, relative, doctor, birth, admit, discharge, fmt):
     return [
         [r.choice(["姓名：", "患者", "病人姓名：", "病患姓名："]), ("NAME", name), "，"],
         [r.choice(["出生日期：", "生于", "出生："]), ("DATE", fmt(r, birth, loc)), "。"],
-        [r.choice(["入院日期：", "入院时间：", "于"]), ("DATE", fmt(r, admit, loc)), "入院" if False else "，",
+        [*(lambda kw: [kw[0], ("DATE", fmt(r, admit, loc)), kw[1]])(
+            r.choice([("入院日期：", "，"), ("入院时间：", "，"), ("于", "入院，"), ("", "入院，")])),
          r.choice(["出院日期：", "出院时间："]), ("DATE", fmt(r, discharge, loc)), "。"],
         ["患者", ("AGE", str(age)), r.choice(["岁", "歲"]), "，"],
         [r.choice(["家属", "家屬", "联系人"]), ("NAME", relative), r.choice(["，电话", "，手机：", "，聯絡電話："]),

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import datetime as _dt
 import ipaddress
 import re
@@ -63,8 +64,8 @@ _ALIASES = {"DOB": "DATE", "FAX": "PHONE"}  # DOB: the type's name before dates 
 
 # Tie-break for overlapping spans of equal length: a keyword says what the value is, so keyword-led
 # types come first; then validated IDs; then the pattern-only types.
-_PRIORITY = {t: i for i, t in enumerate(("MRN", "INSURANCE", "LICENSE", "DEVICE", "VEHICLE", "DATE", "AGE", "ID",
-                                         "ACCOUNT", "PHONE", "EMAIL", "URL", "IP", "ADDRESS", "NAME"))}
+_PRIORITY = {t: i for i, t in enumerate(("MRN", "INSURANCE", "LICENSE", "DEVICE", "VEHICLE", "DATE", "AGE", "ACCOUNT",
+                                         "ID", "PHONE", "EMAIL", "URL", "IP", "ADDRESS", "NAME"))}
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ _DATE = (
 # Identifier after a keyword: an optional upper-case prefix word, then tokens holding a digit, joined by
 # - . / or by a space before a 3-5 digit group ("123 4567").
 _VALUE = (r"(?P<v>(?:(?-i:[A-Z]{1,5})[ -])?[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*"
-          r"(?: \d{3,5}(?![A-Za-z0-9-]))*(?: \d(?![\w.-])(?!\s+[A-Za-z]))?(?:[ -](?-i:[A-Z]{1,2})(?![A-Za-z0-9]))?)")
+          r"(?: \d{3,5}(?![A-Za-z0-9-]))*(?: \d(?![\w-])(?!\.\d)(?!\s+[A-Za-z]))?(?:[ -](?-i:[A-Z]{1,2})(?![A-Za-z0-9]))?)")
 _FILL = r"(?:\s*(?:\(\s*)?(?:#|no\.?|nr\.?|num(?:ber)?\.?|id)?(?:\s*\))?\s*[:：#=\-–]?\s*(?:is\s+|was\s+|为|是)?\s*)"
 _FILL_CN = r"(?:\s*(?:No\.?\s*)?(?:[(（][A-Za-z]{1,4}[)）])?\s*[:：#=]?\s*(?:为|是)?\s*)"
 
@@ -220,7 +221,7 @@ _MRN_KW = (r"(?:\b(?:MRN|M\.R\.N\.?|MR\s*#|UR\s*(?:number|no\.?)|hosp\.?\s*(?:nu
            r"hospital\s+(?:number|no\.?|ID|#)|chart\s*(?:#|number|no\.?)|case\s+(?:number|no\.?)|"
            r"admission\s+(?:number|no\.?)|encounter\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|"
            r"CR\s*(?:no\.?|number|#)|IP\s*(?:no\.?|number|#)|OP\s*(?:no\.?|number|#)|IPD\s*(?:no\.?|#)|OPD\s*(?:no\.?|#)|"
-           r"acct/MRN|registration\s+(?:number|no\.?)|reg\.?\s*no\.?|case\s+ID|visit\s+(?:number|no\.?|ID)|FIN)"
+           r"acct/MRN|case\s+ID|visit\s+(?:number|no\.?|ID)|FIN)"
            rf"{_KW_END}{_FILL}"
            r"|(?:病历号码|病历编号|病历号|病案号码|病案号|住院号码|住院号|住院ID|门诊号码|门诊号|门诊ID|就诊号|就诊卡号|"
            r"就诊ID|诊疗卡号|登记号|病人ID|患者ID|患者编号|病人编号|ID号|病歷號碼|病歷號|病歷编号|住院號|門診號|病案號|就診號)"
@@ -239,7 +240,7 @@ _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\
            r"|(?:医保卡号|医保号|医保卡|醫保卡號|医疗保险号|社保卡号|社保号|社会保障卡号|保险单号|保单号|保险号|新农合证号|新农合号|参保号|"
            r"健保卡號|健保卡号|健保號|保險單號|保單號|商业保险号|合作医疗证号)"
            rf"{_FILL_CN})")
-_DOB_KW = (r"(?:\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+(?:on|in))?(?:\s+the)?|b\.(?=\s*\d)|"
+_DOB_KW = (r"(?:\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+(?:on|in))?(?:\s+the)?|b\.(?=\s*(?:\d|[A-Z][a-z]{2}))|"
            r"(?:date\s+of\s+|)(?:admission|discharge|death)(?:\s+date)?|admitted(?:\s+(?:on|in))?|"
            r"discharged(?:\s+(?:home|on|in))*|died(?:\s+(?:on|in))?|deceased|DOD|expired(?:\s+on)?|"
            r"pronounced\s+dead(?:\s+(?:on|at))?|DOA)(?![A-Za-z])"
@@ -254,18 +255,19 @@ _STREET_TYPES = (r"(?:Street|St|Road|Rd|Avenue|Ave|Av|Lane|Ln|Drive|Dr|Boulevard
 _UNIT = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|#)"
 _UK_PC = r"(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}|GIR 0AA)"
 _US_STATES = (r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|"
-              r"NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY)")
+              r"NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR|GU|VI|AS|MP|MH|FM|PW|AA|AE|AP)")
 _CA_PC = r"(?:[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d)"
 _CA_PROV = r"(?:AB|BC|MB|NB|NL|NS|NT|NU|ON|PE|QC|SK|YT)"
 _AU_STATES = r"(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT)"
 # a postcode after a city: US state + ZIP, UK, Canadian (province optional), Australian state + 4 digits,
 # Indian 6-digit PIN
-_POSTAL = (rf"(?:,?\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?|,?\s*{_UK_PC}|,?\s*(?:{_CA_PROV},?\s*)?{_CA_PC}"
-           rf"|,?\s*{_AU_STATES},?\s*\d{{4}}|,?\s*(?:-\s*)?[1-8]\d{{5}}|,?\s*[1-8]\d{{2}}\s\d{{3}})(?![A-Za-z0-9])")
-_POSTAL_RULE = (r"(?P<pre>(?:[A-Za-z0-9#][\w'’./#-]*[ \t]*[,\n]?[ \t]+){0,12}?)"
-                rf"(?P<city>(?-i:[A-Z][A-Za-z'’-]+(?:[ \t]+[A-Z][A-Za-z'’-]+){{0,2}})){_POSTAL}")
+_SEP = r"(?:,[ \t]*|[ \t]+)"
+_POSTAL = (rf"(?:{_SEP}{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?|{_SEP}{_UK_PC}|{_SEP}(?:{_CA_PROV}{_SEP})?{_CA_PC}"
+           rf"|{_SEP}{_AU_STATES}{_SEP}\d{{4}}|{_SEP}(?:-\s*)?\d{{6}}|{_SEP}\d{{3}}\s\d{{3}})(?![A-Za-z0-9])")
+_POSTAL_RULE = rf"(?<![A-Za-z'’-])(?P<city>(?-i:[A-Z][a-z][A-Za-z'’-]*(?:[ \t]+[A-Z][a-z][A-Za-z'’-]*){{0,2}})){_POSTAL}"
 _ADDR_START = re.compile(r"(?:\d|#|(?:flat|apt|apartment|unit|suite|studio|h\.?\s?no|house|plot|door|p\.?\s?o\.?|"
                          r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
+_SENTENCE_STOP = re.compile(r"[.;:!?](?:\s|$)|[：；。]")
 _NOT_CITY = frozenset("Batch Lot Order Ref Code Room Ward Bed Version Build Serial Account Policy Card Patient Chart "
                       "Tel Phone Fax Mobile Call Record Number No Id Claim Member Group Case Visit Item".split())
 _CITY = r",\s*(?:St\.\s+)?[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
@@ -300,7 +302,7 @@ _CN_ADDR = (
     # start: a province; or after an address word; or, with a city or district, after punctuation
     rf"(?:(?:{_PROVINCES})(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
     rf"{_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
-    rf"|(?:{'|'.join(f'(?<={w})' for w in _CN_TRIGGERS)})(?![在于为是：:]){_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
+    rf"|(?:{'|'.join(f'(?<={w})' for w in _CN_TRIGGERS)})(?![在于於为是])[：:]?\s*(?:\d{{3,6}}\s?)?{_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
     rf"|(?:(?<=[：:，,。；;\s（(])|^)(?:\d{{3,6}}\s?)?(?:{_CN_CITY}{_CN_DISTRICT}?|{_CN_DISTRICT}){_CN_TOWN}?)"
     # road (not 消化道, 呼吸道, ...) and number, then building / unit / room
     rf"(?:[{_HAN}A-Za-z0-9]{{1,10}}?(?:大道|大街|路|街|巷|(?<!消化)(?<!呼吸)(?<![尿胆食阴肠气泪])道|胡同|弄|里|村)(?:[{_CN_NUM}]{{1,3}}段)?"
@@ -312,7 +314,7 @@ _CN_ADDR = (
 )
 # a Chinese address with its postcode: province, then up to 30 characters, then 6 digits ("...b座 463608")
 _CN_POSTAL_ADDR = rf"(?:{_PROVINCES})[{_HAN}A-Za-z0-9]{{2,30}}?\s?[1-8]\d{{5}}(?!\d)"
-_CN_LEAD = re.compile(rf"^(?:.*?(?:{'|'.join(_CN_TRIGGERS)}))?[在于：:]*")
+_CN_LEAD = re.compile(rf"^(?:.*?(?:{'|'.join(_CN_TRIGGERS)}))?[在于於：:\s]*")
 _CN_PROVINCE_RE = re.compile(_PROVINCES)
 
 
@@ -405,16 +407,20 @@ def _postal_address(m: re.Match, text: str) -> tuple[int, int] | None:
     city = m.group("city").split()[0]
     if city in _NOT_CITY or city in _NOT_NAMES - {"Park", "Hill", "Mount", "St", "Saint"}:
         return None
-    pre = m.group("pre")
+    # look back on the same line, within the sentence (up to 12 words), for a house number or unit word
+    lo = max(0, m.start() - 120, text.rfind("\n", 0, m.start()) + 1)
+    pre_start = lo
+    for stop in _SENTENCE_STOP.finditer(text, lo, m.start()):
+        pre_start = stop.end()
+    words = list(re.finditer(r"\S+", text[pre_start:m.start()]))[-12:]
     start = m.start("city")
-    for tok in re.finditer(r"\S+", pre):
+    for tok in words:
         if _ADDR_START.match(tok.group()):
-            if _ADDR_START.match(tok.group()).group()[0].isdigit() and re.fullmatch(r"\d{1,2}(?:\.\d+)?[,]?", tok.group()) is None:
-                pass
-            before = text[max(0, m.start("pre") + tok.start() - 20):m.start("pre") + tok.start()].split()
+            at = pre_start + tok.start()
+            before = text[max(0, at - 20):at].split()
             if before and before[-1].lower().strip(".,:;(") in _NOT_BEFORE_STREET:
                 continue
-            start = m.start("pre") + tok.start()
+            start = at
             break
     return start, m.end()
 
@@ -456,8 +462,9 @@ def _trim_groups(s: str, too_long: Callable[[str], bool]) -> str:
     return s
 
 
-def _phone_number(s: str):
-    """The parsed number if libphonenumber finds `s` a phone number (valid; with +CC: possible), else None."""
+@functools.lru_cache(maxsize=65536)
+def _phone_number(s: str) -> bool:
+    """True if libphonenumber finds `s` a phone number (valid; with +CC: possible)."""
     import phonenumbers
 
     intl = s.lstrip("(").startswith(("+", "00"))
@@ -468,8 +475,8 @@ def _phone_number(s: str):
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(num) or (intl and phonenumbers.is_possible_number(num)):
-            return num
-    return None
+            return True
+    return False
 
 
 def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -477,12 +484,14 @@ def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
     ("020 7946 0958 2 tablets"). Bare digit runs need 10+ digits (8-digit lot and order numbers are valid
     local numbers in Hong Kong and Singapore)."""
     s = m.group().rstrip(" .-/")
+    if _DOTTED_QUAD.fullmatch(s):
+        return None  # an IPv4 address
     while s:
         digits = _digits(s)
         if len(digits) < 7:
             return None
         bare = digits == s
-        if (not bare or len(digits) >= 10) and not re.fullmatch(_DATE, s, _FI) and _phone_number(s) is not None:
+        if len(digits) <= 15 and (not bare or len(digits) >= 10) and not _DATE_RE.fullmatch(s) and _phone_number(s):
             return m.start(), m.start() + len(s)
         cut = max(s.rfind(" "), s.rfind("-"), s.rfind("."), s.rfind("/"))
         if cut <= 0:
@@ -572,6 +581,14 @@ _NOT_NAMES = frozenset(
     "Mark Rich Summer Autumn Winter Spring Dawn Glen Ray Sunny Guy Pat Angel Amber Crystal Ruby Pearl Rose Iris Lily "
     "Daisy Ivy Holly Hazel Olive Sage Stone Cliff Dale Brook Heath Lane Street Road Avenue Drive Hill Park Ward Clinic "
     "Hospital Medical Health Care Center Centre Unit Service Services General Memorial University St Saint Mount".split())
+# after a cue or title any capitalised word may be a name ("Ms. Ward", "Patient name: Crystal Gordon"), except these
+_NOT_NAMES_AFTER_CUE = frozenset(
+    "The This That He She His Her They Them Their It Patient Pt Name No None Not Unknown Yes Is Was Has Had Have "
+    "Denies Reports Presented Admitted Discharged Male Female Date Dob Age Sex Home Alone At In On To From With And Or "
+    "Of For By Notified Informed Called Aware Present Absent Declined Today Yesterday Tomorrow Morning Evening Night "
+    "January February March April June July August September October November December Monday Tuesday Wednesday "
+    "Thursday Friday Saturday Sunday Clinic Hospital Medical Health Care Center Centre Unit Service Services "
+    "General Memorial University Team Department Dept Office Surgery Practice Emergency".split())
 _NAME_TOKEN = r"(?:[A-Z](?:[a-z]+(?:['’][A-Z]?[a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
 _NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr)"
@@ -594,9 +611,9 @@ _HAN_C = "\u4e00-\u9fff"
 def _en_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
     """Capitalised words after a name cue, without the not-a-name words at either end."""
     words = m.group("v").split()
-    while words and words[0].strip(".,") in _NOT_NAMES:
+    if words and words[0].strip(".,") in _NOT_NAMES_AFTER_CUE:
         return None
-    while words and words[-1].strip(".,") in _NOT_NAMES:
+    while words and words[-1].strip(".,") in _NOT_NAMES_AFTER_CUE:
         words.pop()
     if not words or all(len(w.rstrip(".")) == 1 for w in words):
         return None
@@ -627,6 +644,19 @@ def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.start("s"), m.start("s") + len(sur) + len(given)
 
 
+def _zh_titled_name(m: re.Match, text: str) -> tuple[int, int] | None:
+    """The longest surname + given name (0-2 characters, no function words) just before a title (先生, 医生)."""
+    pre, end = m.group("pre"), m.end("pre")
+    surnames = _names("zh_surnames")
+    for n in range(len(pre), 0, -1):
+        cand = pre[-n:]
+        for k in (2, 1):
+            sur, given = cand[:k], cand[k:]
+            if len(sur) == k and sur in surnames and not any(c in _HAN_NAME_STOP for c in given):
+                return end - n, end
+    return None
+
+
 def _zh_surname_alt() -> str:
     return "|".join(sorted(_names("zh_surnames"), key=len, reverse=True))
 
@@ -638,7 +668,7 @@ _PHONE_END = r"(?![\dA-Fa-f]|-[\dA-Za-z])"
 _VALUE_CODE = r"(?P<v>(?-i:[A-Z0-9][A-Za-z0-9]*)(?:[-/·• ](?-i:[A-Z0-9][A-Za-z0-9]*)){0,4})"
 _CODE_FILL = r"(?:\s*(?:\(\s*)?(?:#|no\.?|nr\.?|num(?:ber)?\.?)?(?:\s*\))?\s*[:：#=\-–]?\s*(?:is\s+)?)"
 _CN_PLATE = (r"(?<![A-Za-z0-9])[京津沪滬渝冀豫云雲辽遼黑湘皖鲁魯新苏蘇浙赣贛鄂桂甘晋晉蒙陕陝吉闽閩贵貴粤粵青藏川宁寧琼瓊]"
-             r"[A-HJ-NP-Z][·•\- ]?[A-HJ-NP-Z0-9]{5,6}(?![A-Za-z0-9])")
+             r"[A-Z][·•\- ]?[A-Z0-9]{5,6}(?![A-Za-z0-9])")
 
 # (type, pattern, validator, strings of which the lower-cased text must hold one for the rule to run)
 _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
@@ -651,7 +681,8 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                          r"(?![A-Za-z0-9-])", _FI), _whole, ("[at]", "(at)", "{at}")),
     ("URL", re.compile(r"(?<![\w@/.])(?:https?://|www\.)[^\s<>\"'，。；、）)（(]+", _FI), _url, ("http", "www.")),
     # -- PHONE: candidates of digits and separators, checked by libphonenumber
-    ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d[\d ().\-/]{5,22}\d" + _PHONE_END, _F), _phone, None),
+    ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d(?:[\d()\-/]|\.(?=\d)| (?=[\d(])){5,22}\d" + _PHONE_END, _F),
+     _phone, None),
     ("PHONE", re.compile(r"(?:\b(?:tel(?:ephone)?|phone|ph|mobile|mob|cell(?:phone)?|fax|contact\s+(?:number|no\.?)|"
                          r"call)(?![A-Za-z])\.?\)?\s*(?:(?:number|no\.?|#)\s*)?(?:[:：]\s*|at\s+|on\s+)?"
                          r"|(?:联系电话|聯絡電話|电话号码|電話號碼|电话|電話|手机号码|手机号|手机|手機|座机|传真|傳真|联系方式|聯絡方式|固话)"
@@ -677,7 +708,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                       r"港澳通行证号?|往来港澳通行证号?|回乡证号?|回鄉證號?|往来内地通行证号?|台胞证号?|军官证号|证件号码|证件号)"
                       r"[\s:：]*(?:为|是)?\s*)"
                       r"(?P<v>\d{6} ?\d{8} ?\d{3}[\dXx]|\d{4}(?: \d{4}){3} \d[\dXx]|\d{15}|\d{4}[ -]?\d{4}[ -]?\d{4}"
-                      r"|\d{3}[- ]?\d{2}[- ]?\d{4}|\d{3}[- ]?\d{3}[- ]?\d{3,4}|(?-i:[A-Z]{2})\s?\d{6}\s?(?-i:[A-D])"
+                      r"|\d{3}[- ]?\d{2}[- ]?\d{4}|\d{3}[- ]?\d{3}[- ]?\d{3,4}|(?-i:[A-Z]{2})\s?\d{6}\s?(?-i:[A-Z])|(?-i:[A-Z]{2})(?: \d\d){3} (?-i:[A-Z])"
                       r"|(?-i:[A-Z]{1,2})\d{6,10}|(?-i:[A-Z]{5})\d{4}(?-i:[A-Z])|\d{8,12})(?![A-Za-z0-9])", _FI),
      _id_keyword, None),
     # -- MRN, INSURANCE, DATE, AGE: keyword then value
@@ -694,18 +725,18 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ACCOUNT", re.compile(r"(?<![\w-])\d{4}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}(?![\w-])"
                            r"|(?<![\w-])3[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\w-])", _F), _card, None),
     ("ACCOUNT", re.compile(r"(?:\b(?:(?:bank\s+)?account(?:\s+(?:number|no\.?|#))?|acct\.?(?:\s*(?:no\.?|#))?|A/C(?:\s*no\.?)?|"
-                           r"IBAN|card(?:\s+(?:number|no\.?))?)(?![A-Za-z])" + _CODE_FILL +
+                           r"IBAN|card(?:\s+(?:number|no\.?|on\s+file))?|visa|mastercard|amex|maestro|credit\s+card|debit\s+card)(?![A-Za-z])" + _CODE_FILL +
                            r"|(?:银行卡号|銀行卡號|银行账号|銀行帳號|银行账户|账号|帳號|账户|帳戶|卡号|卡號|退费账户)[\s:：]*)"
                            r"(?P<v>(?-i:[A-Z]{2}\d{2})?[0-9][0-9 -]{6,30}[0-9])(?![\w-])", _FI), _keyword_value, None),
     # -- LICENSE, VEHICLE, DEVICE: keyword then code
     ("LICENSE", re.compile(r"(?:\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|DL|licen[cs]e|NPI|DEA|GMC|NMC|CPSO|"
-                           r"AHPRA|registration|reg\.?|medical\s+council|board\s+certification)"
+                           r"AHPRA|(?:medical\s+|professional\s+)?(?:registration|reg\.?)(?=\s*(?:number|no\b|#))|medical\s+council|board\s+certification)"
                            r"(?:\s+(?:number|no\.?|#|ID))?(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
                            r"|(?:医师执业证书编码|醫師執業證書編碼|执业证书编码|执业证书号|执业证号|執業證號|资格证书编号|资格证号|"
                            r"驾驶证号码|驾驶证号|驾驶证|駕照號碼|駕照|驾照号|护士执业证号)[\s:：]*)" + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(r"(?:\b(?:(?:licen[cs]e\s+|number\s+|registration\s+)?plate(?:\s+(?:number|no\.?|#))?|"
-                           r"vehicle(?:\s+(?:reg(?:istration)?|number|no\.?|#|plate|ID))*|reg(?:istration)?\.?(?:\s+(?:number|no\.?|#))?|"
+                           r"vehicle(?:\s+(?:reg(?:istration)?|number|no\.?|#|plate|ID))*|(?:reg(?:istration)?\.?)(?!\s*(?:number|no\b|#))|"
                            r"rego|VIN|tag\s+(?:number|no\.?|#))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
                            r"|(?:车牌号码|车牌号|車牌號碼|車牌號|车牌|車牌|车号|車號|车辆识别代号)[\s:：]*)" + _VALUE_CODE, _FI),
      _code_value, None),
@@ -735,6 +766,8 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                       r"(?![\w:]|\.\d)", _F), _ipv6, (":",)),
 ]
 _ANY_DIGIT = re.compile(r"\d")
+_DATE_RE = re.compile(_DATE, _FI)
+_DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _EXTENSION = re.compile(r"\s*(?:(?:ext\.?|extension|转|轉|分机)\s*|x)\d{1,5}(?!\d)", _FI)  # "ext. 12", "x12", "转801"
 
 
@@ -755,8 +788,7 @@ def _name_rules() -> list[tuple[re.Pattern, Validator]]:
             (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?:[ \t]+[A-Z]\.)?[ \t]+"
                         r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z])", _F), _listed_name),
             (re.compile(rf"(?:{_ZH_CUE})(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,2}})?(?P<t>)", _F), _zh_name),
-            (re.compile(rf"(?<![{_HAN_C}])(?P<s>{sur})(?P<g>[{_HAN_C}]{{0,2}}?)(?P<t>{_ZH_TITLES})", _F), _zh_name),
-            (re.compile(rf"(?:(?<=[，,。；;：:\s（(])|^)(?P<s>{sur})(?P<g>[{_HAN_C}]{{0,2}}?)(?P<t>{_ZH_TITLES})", _F), _zh_name),
+            (re.compile(rf"(?P<pre>[{_HAN_C}]{{1,3}})(?={_ZH_TITLES})", _F), _zh_titled_name),
         ])
     return _NAME_RULES
 
