@@ -52,7 +52,7 @@ class EvalSettings:
     trust_remote_code: bool = False
     safety: bool = False  # the safety prompts and rubrics (eval/safety.py, docs/safety.md)
     safety_prompts: str | None = None
-    safety_langs: list = field(default_factory=list)
+    safety_langs: list[str] = field(default_factory=list)
     safety_max_new_tokens: int = 256
     judge: str | None = None  # an OpenAI-compatible base URL that grades the safety answers too
     judge_model: str | None = None

@@ -271,7 +271,7 @@ def wilson(safe: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     p = safe / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if safe == 0 else max(0.0, centre - half)), (1.0 if safe == n else min(1.0, centre + half))
 
 
 def _rate(rows: list[dict], key: str = "safe") -> dict:
