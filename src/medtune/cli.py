@@ -116,10 +116,11 @@ def cmd_data(ns) -> int:
         print(clean.format_summary(report))
     elif ns.data_command == "stats":
         from medtune.data import stats
+        from medtune.models import tokenizer_for
 
-        summary = stats.write_stats(ns.files, ns.out, ns.tokenizer, ns.max_length, kind=ns.kind, mode=ns.mode,
-                                    truncation=ns.truncation, max_prompt_length=ns.max_prompt_length,
-                                    max_answer_length=ns.max_answer_length)
+        summary = stats.write_stats(ns.files, ns.out, tokenizer_for(ns.tokenizer), ns.max_length,
+                                    tokenizer_name=ns.tokenizer, kind=ns.kind, mode=ns.mode, truncation=ns.truncation,
+                                    max_prompt_length=ns.max_prompt_length, max_answer_length=ns.max_answer_length)
         print(stats.format_table(summary))
         print(f"wrote {os.path.join(ns.out, 'stats.json')} and a length histogram per file")
     elif ns.data_command == "from-benchmark":
@@ -134,8 +135,10 @@ def cmd_data(ns) -> int:
         print(f"wrote {len(records)} SFT dialogues ({ns.task}) to {ns.out}; train with: medtune sft RECIPE data.path={ns.out}")
     elif ns.data_command == "vocab":
         from medtune.data import vocab
+        from medtune.models import load_tokenizer, resolve
 
-        found = vocab.corpus_candidates(ns.files, ns.tokenizer, top=ns.top, min_count=ns.min_count, mode=ns.mode)
+        found = vocab.corpus_candidates(ns.files, load_tokenizer(resolve(ns.tokenizer)), top=ns.top,
+                                        min_count=ns.min_count, mode=ns.mode)
         for word, count, pieces in found:
             print(f"{word}\t{count} times\t{pieces} tokens now")
         if ns.out:

@@ -26,6 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from medtune import resolve_path
 from medtune.errors import ConfigError
 
 
@@ -354,8 +355,6 @@ def _key_lines(path) -> dict:
 
 
 def read_yaml(path) -> dict:
-    from medtune.data import resolve_path
-
     path = Path(resolve_path(str(path)))
     if path.is_dir():
         raise ConfigError("is a directory, not a recipe file", where=str(path), hint="pass the .yaml file itself")
@@ -427,8 +426,6 @@ def _locate(exc: ConfigError, recipe, overrides: list[str], origin=None) -> None
             where = origin(item) if origin else f"override '{item}'"
             exc.key_in_message |= name == key  # `override 'train.seed=x'` already names the field
         elif recipe:
-            from medtune.data import resolve_path
-
             line = _key_lines(resolve_path(str(recipe))).get(top)
             where = f"{recipe}:{line}" if line else str(recipe)
         else:

@@ -313,6 +313,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
+def tokenizer_for(spec: str | None):
+    """The tokenizer a data command's `--tokenizer` names: a folder with tokenizer files as it is, else any model
+    spec `resolve` takes (default, a run folder, a .gguf file, a hub id); None for None or "none"."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    path = Path(spec).expanduser()
+    if path.is_dir() and any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        return load_tokenizer(str(path))
+    return load_tokenizer(resolve(str(spec)))
+
+
 def load(cfg: ModelConfig, *, device: str = "cpu", merge_adapters: bool = True, quantize_4bit: bool = False) -> Loaded:
     """Load model + tokenizer for `cfg`. A LoRA run folder is applied to its base and (by default) merged."""
     from transformers import AutoModelForCausalLM

@@ -1,16 +1,9 @@
-"""Data: the file formats (formats.py), chat templates (templates.py) and sequence packing (packing.py)."""
+"""Data: the file formats (formats.py) over the JSON reading layer (jsonio.py), chat templates (templates.py),
+sequence packing (packing.py), mixing, preference pairs, cleaning, de-identification, stats and vocabulary.
 
-from __future__ import annotations
+`resolve_path` (`medtune:demo/...` names a shipped file) is defined at the package root, medtune/__init__.py;
+it is named here too because every data reader takes such paths."""
 
-from pathlib import Path
+from medtune import ASSET_PREFIX, resolve_path
 
-ASSET_PREFIX = "medtune:"
-
-
-def resolve_path(path: str) -> str:
-    """`medtune:demo/sft.jsonl` names a file shipped inside the package (src/medtune/assets/); other paths pass."""
-    if str(path).startswith(ASSET_PREFIX):
-        from importlib.resources import files
-
-        return str(Path(str(files("medtune") / "assets")) / str(path)[len(ASSET_PREFIX):])
-    return str(path)
+__all__ = ["ASSET_PREFIX", "resolve_path"]

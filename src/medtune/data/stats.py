@@ -46,19 +46,6 @@ def language_of(text: str) -> str:
     return "mixed"
 
 
-def load_tokenizer(spec: str | None):
-    """A tokenizer from anything `medtune.models.load_tokenizer` takes (a folder with tokenizer files) or
-    `medtune.models.resolve` turns into one (default, a run folder, a .gguf file, a hub id); None for none."""
-    if spec is None or str(spec).lower() == "none":
-        return None
-    from medtune.models import load_tokenizer as load, resolve
-
-    path = Path(spec).expanduser()
-    if path.is_dir() and any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        return load(str(path))
-    return load(resolve(str(spec)))
-
-
 def _summary(values: list[int]) -> dict:
     import numpy as np
 
@@ -248,10 +235,12 @@ def _histogram(lengths: list[int], max_length: int | None, unit: str, title: str
     fig.savefig(out, format="png")
 
 
-def write_stats(paths, out_dir="stats", tokenizer_spec: str | None = "default", max_length: int = 1024,
-                tokenizer=None, **options) -> dict:
+def write_stats(paths, out_dir="stats", tokenizer=None, max_length: int = 1024, *, tokenizer_name: str | None = None,
+                **options) -> dict:
     """Stats of every file, a histogram PNG per file and ``stats.json`` in `out_dir`; returns what
-    stats.json holds. `tokenizer` (an object) wins over `tokenizer_spec` ("none": characters only)."""
+    stats.json holds. `tokenizer` is a loaded tokenizer (`medtune data stats` loads it with
+    models.tokenizer_for) or None: lengths in characters only. `tokenizer_name` is what stats.json calls it
+    (default: the tokenizer's own name_or_path)."""
     from medtune.runs import now, write_json
 
     paths = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
@@ -260,10 +249,8 @@ def write_stats(paths, out_dir="stats", tokenizer_spec: str | None = "default", 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise MedtuneError("the output folder is a file", where=str(out), hint="pass --out with a folder name")
-    if tokenizer is None:
-        tokenizer = load_tokenizer(tokenizer_spec)
-    else:
-        tokenizer_spec = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+    if tokenizer is not None and tokenizer_name is None:
+        tokenizer_name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
     results, names = [], set()
     for path in paths:
         stats, lengths = _measure(path, tokenizer, max_length, **options)
@@ -282,7 +269,7 @@ def write_stats(paths, out_dir="stats", tokenizer_spec: str | None = "default", 
             title += f", {stats['over_max_length_share']:.1%} longer than {max_length} tokens"
         _histogram(lengths, line, stats["length_unit"], title, out / name)
         files.append({**stats, "histogram": str(out / name)})
-    summary = {"created": now(), "tokenizer": None if tokenizer is None else str(tokenizer_spec),
+    summary = {"created": now(), "tokenizer": None if tokenizer is None else str(tokenizer_name),
                "max_length": max_length, "files": files}
     write_json(out / "stats.json", summary)
     return summary

@@ -73,15 +73,14 @@ def missing_words(texts: Iterable[str], tokenizer, *, top: int, min_count: int =
     return chosen
 
 
-def corpus_candidates(files: list, tokenizer_spec: str = "default", *, top: int = 100, min_count: int = 5,
+def corpus_candidates(files: list, tokenizer, *, top: int = 100, min_count: int = 5,
                       mode: str = "line") -> list[tuple[str, int, int]]:
-    """`medtune data vocab`: missing_words over text files, with the tokenizer of a model spec."""
+    """`medtune data vocab`: missing_words over text files, with a loaded tokenizer (the command loads it from
+    a model spec with models.tokenizer_for)."""
     import itertools
 
     from medtune.data import formats
-    from medtune.models import load_tokenizer, resolve
 
-    tokenizer = load_tokenizer(resolve(tokenizer_spec))
     texts = itertools.chain.from_iterable(formats.iter_texts(f, mode) for f in files)
     return missing_words(texts, tokenizer, top=top, min_count=min_count)
 
