@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -230,23 +232,23 @@ def test_insurance_negatives(text):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("DOB: 1984-03-12.", "DOB: [DOB]."),
-    ("Date of birth 12/03/1984, seen today", "Date of birth [DOB], seen today"),
-    ("born on 12 March 1984 in Leeds", "born on [DOB] in Leeds"),
-    ("born March 12, 1984.", "born [DOB]."),
-    ("D.O.B. 03.12.1984", "D.O.B. [DOB]"),
-    ("DOB - 28-Dec-1944; DOB 19840312", "DOB - [DOB]; DOB [DOB]"),
-    ("Date of birth (dd/mm/yyyy): 26/12/1962", "Date of birth (dd/mm/yyyy): [DOB]"),
-    ("出生日期：1984年3月12日，", "出生日期：[DOB]，"),
-    ("生于1984年3月12日。1984年3月12日出生。", "生于[DOB]。[DOB]出生。"),
-    ("患者1984-03-12生，既往体健", "患者[DOB]生，既往体健"),
+    ("DOB: 1984-03-12.", "DOB: [DATE]."),
+    ("Date of birth 12/03/1984, seen today", "Date of birth [DATE], seen today"),
+    ("born on 12 March 1984 in Leeds", "born on [DATE] in Leeds"),
+    ("born March 12, 1984.", "born [DATE]."),
+    ("D.O.B. 03.12.1984", "D.O.B. [DATE]"),
+    ("DOB - 28-Dec-1944; DOB 19840312", "DOB - [DATE]; DOB [DATE]"),
+    ("Date of birth (dd/mm/yyyy): 26/12/1962", "Date of birth (dd/mm/yyyy): [DATE]"),
+    ("出生日期：1984年3月12日，", "出生日期：[DATE]，"),
+    ("生于1984年3月12日。1984年3月12日出生。", "生于[DATE]。[DATE]出生。"),
+    ("患者1984-03-12生，既往体健", "患者[DATE]生，既往体健"),
 ])
 def test_dob(text, expected):
     assert out(text) == expected
 
 
 @pytest.mark.parametrize("text", [
-    "Seen on 2023-10-15, admitted 12/03/2023",
+    "Seen on 2023-10-15, follow-up 12/03/2023",  # visit dates stay: only birth, admission, discharge, death
     "next visit March 12, 2024",
     "2023年10月15日就诊，于2023-10-15复诊",
     "DOB: 1984-02-30",  # no such date
@@ -279,7 +281,7 @@ def test_address(text, expected):
     "take 2 tablets 3 times a day",
     "Take 1 Street",
     "walks 2 miles along the Main Road daily",
-    "Follow up in 2 weeks with Dr Smith",
+    "Follow up in 2 weeks with the GP",
     "Room 12, Ward 7; 3号床",
     "消化道出血3次",
     "住在北京市朝阳区，近期无外出",  # no street number: not replaced (documented)
@@ -319,9 +321,9 @@ MIXED = ("Mr Li, DOB: 1984-03-12, MRN: A1234567, phone 138-1234-5678, email li@e
 
 def test_counts_and_spans():
     text, counts = deidentify(MIXED)
-    assert counts == Counter({"DOB": 1, "MRN": 1, "PHONE": 1, "EMAIL": 1, "ID": 1, "ADDRESS": 1, "IP": 1,
+    assert counts == Counter({"NAME": 1, "DATE": 1, "MRN": 1, "PHONE": 1, "EMAIL": 1, "ID": 1, "ADDRESS": 1, "IP": 1,
                               "INSURANCE": 1})
-    assert text == ("Mr Li, DOB: [DOB], MRN: [MRN], phone [PHONE], email [EMAIL], 身份证号[ID], 家住[ADDRESS], "
+    assert text == ("Mr [NAME], DOB: [DATE], MRN: [MRN], phone [PHONE], email [EMAIL], 身份证号[ID], 家住[ADDRESS], "
                     "IP [IP], policy number [INSURANCE].")
     spans = find_phi(MIXED)
     assert all(isinstance(s, Span) and MIXED[s.start:s.end] == s.text for s in spans)
@@ -339,8 +341,8 @@ def test_types_filter():
 
 def test_unknown_type_raises():
     with pytest.raises(MedtuneError) as e:
-        find_phi("x", types=["EMAIL", "NAME"])
-    assert "NAME" in str(e.value) and "EMAIL" in e.value.hint and "ADDRESS" in e.value.hint
+        find_phi("x", types=["EMAIL", "NAMES"])
+    assert "NAMES" in str(e.value) and "EMAIL" in e.value.hint and "ADDRESS" in e.value.hint
 
 
 def test_overlaps_resolve_to_one_span():
@@ -360,4 +362,222 @@ def test_empty_and_plain_text():
     assert deidentify("") == ("", Counter())
     plain = "Patient reports chest pain for two days, no fever."
     assert deidentify(plain) == (plain, Counter())
-    assert set(PHI_TYPES) == {"EMAIL", "PHONE", "ID", "MRN", "INSURANCE", "DOB", "ADDRESS", "IP"}
+    assert set(PHI_TYPES) == {"NAME", "DATE", "AGE", "PHONE", "EMAIL", "URL", "ID", "MRN", "INSURANCE", "ACCOUNT",
+                              "LICENSE", "VEHICLE", "DEVICE", "ADDRESS", "IP"}
+    assert find_phi("DOB: 1984-03-12", types=["DOB"])[0].type == "DATE"  # the type's old name still works
+
+
+# --------------------------------------------------------------------------- issue 14: every Safe Harbor type
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Patient: Harold J. Whitaker, MRN: 00482913", "Patient: [NAME], MRN: [MRN]"),
+    ("Name: Jack O'Sullivan. Seen by Dr. Susan Okafor, MD.", "Name: [NAME]. Seen by Dr. [NAME], MD."),
+    ("Mrs Ashworth fell at home; Mrs Ashworth's son rang.", "Mrs [NAME] fell at home; Mrs [NAME]'s son rang."),
+    ("Electronically signed by: Michael Brennan, PA-C", "Electronically signed by: [NAME], PA-C"),
+    ("Daughter, Rebecca Lin, will visit.", "Daughter, [NAME], will visit."),
+    ("Harold Whitaker tolerated the dose; Whitaker went home.", "[NAME] tolerated the dose; [NAME] went home."),
+    ("姓名：王建国  性别：男", "姓名：[NAME]  性别：男"),
+    ("患者李秀英，女，因胸闷入院。家属张伟（儿子）陪同。", "患者[NAME]，女，因胸闷入院。家属[NAME]（儿子）陪同。"),
+    ("黄志明医生查房，赵先生无不适。", "[NAME]医生查房，[NAME]先生无不适。"),
+    ("主治醫師：張家豪。", "主治醫師：[NAME]。"),
+])
+def test_name(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "The patient denies chest pain. Patient: stable overnight.",
+    "Seen in Emergency Department; reviewed by the team.",
+    "Type 2 Diabetes Mellitus, Chronic Kidney Disease stage 3.",
+    "患者因胸痛入院，既往体健。患者于今日出院。",
+    "家属同意手术，签字确认。",
+])
+def test_name_negatives(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Admitted: 03/02/2024  Discharged: 03/09/2024", "Admitted: [DATE]  Discharged: [DATE]"),
+    ("pronounced dead on January 5, 2024 at 03:17", "pronounced dead on [DATE] at 03:17"),
+    ("b. 12/03/1950, widowed", "b. [DATE], widowed"),
+    ("出生日期：一九五二年四月十七日。", "出生日期：[DATE]。"),
+    ("出生日期：民國68年5月12日", "出生日期：[DATE]"),
+    ("患者于2024年1月5日死亡。2024-04-02入院。", "患者于[DATE]死亡。[DATE]入院。"),
+])
+def test_event_dates(text, expected):
+    assert out(text) == expected
+
+
+def test_keep_year():
+    assert deidentify("DOB: 12/03/1950; 出生日期：一九五二年四月十七日", keep_year=True)[0] == \
+        "DOB: [DATE 1950]; 出生日期：[DATE 1952]"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a 93-year-old man", "a [AGE]-year-old man"),
+    ("aged 95, lives alone; 96 y/o female", "aged [AGE], lives alone; [AGE] y/o female"),
+    ("患者，92岁，高龄。", "患者，[AGE]岁，高龄。"),
+])
+def test_age_over_89(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a 67-year-old man", "aged 89", "现年77岁", "Age/Sex: 58/M", "for 95 years ago"])
+def test_age_negatives(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Ph: 604-555-0127; mob 0412 555 019", "Ph: [PHONE]; mob [PHONE]"),
+    ("GP surgery (02) 9555 0142, clinic 0113 496 0815", "GP surgery [PHONE], clinic [PHONE]"),
+    ("聯絡電話：02-2345-6789；手機：0912-345-678", "聯絡電話：[PHONE]；手機：[PHONE]"),
+    ("ring +91-22-2555-0134 or (617) 555-0143", "ring [PHONE] or [PHONE]"),
+])
+def test_phone_through_libphonenumber(text, expected):
+    assert out(text) == expected
+
+
+def test_phone_is_not_an_ip_or_ssn():
+    assert [s.type for s in find_phi("Client IP 138.218.47.187.")] == ["IP"]
+    assert out("code 912-34-5678") == "code 912-34-5678"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("see https://carelink.example.com/patient/88213.", "see [URL]."),
+    ("随访平台http://sf.example-hospital.cn/p/8821，网址www.example-corp.com.cn。", "随访平台[URL]，网址[URL]。"),
+])
+def test_url(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["e.g. the www is down", "version 2.1 http protocol", "邮件发送至科室"])
+def test_url_negatives(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Aadhaar: 7260 1815 9082", "Aadhaar: [ID]"),
+    ("ref 726018159082 on file", "ref [ID] on file"),  # bare: Verhoeff check holds
+    ("港澳通行证：C12345678；回乡证号H12345678", "港澳通行证：[ID]；回乡证号[ID]"),
+    ("身分證字號：A123456789", "身分證字號：[ID]"),
+    ("SIN: 448 219 097; NI number QQ 12 34 56 C", "SIN: [ID]; NI number [ID]"),
+])
+def test_new_ids(text, expected):
+    assert out(text) == expected
+
+
+def test_new_id_negatives():
+    assert out("order 726018159083 shipped") == "order 726018159083 shipped"  # Verhoeff check fails
+    assert out("barcode A123456788") == "barcode A123456788"  # Taiwan ID check fails
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Encounter #: E-7730142. UHID: UH2024-118833", "Encounter #: [MRN]. UHID: [MRN]"),
+    ("CR No. 2024/556712; IP No. IP-24-009871", "CR No. [MRN]; IP No. [MRN]"),
+    ("病歷號碼：A0012345", "病歷號碼：[MRN]"),
+])
+def test_new_mrn_keywords(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Medicare MBI 1EG4-TE5-MK73; Medicaid ID NY48821937", "Medicare MBI [INSURANCE]; Medicaid ID [INSURANCE]"),
+    ("BC PHN: 9497465077", "BC PHN: [INSURANCE]"),
+    ("OHIP 4532-281-946-KT; Medicare: 2951 62730 1.", "OHIP [INSURANCE]; Medicare: [INSURANCE]."),
+    ("Policy No: P/171113/01/2024/004512 (Star Health)", "Policy No: [INSURANCE] (Star Health)"),
+    ("健保卡號：000012345678；新农合证号：4301234567890", "健保卡號：[INSURANCE]；新农合证号：[INSURANCE]"),
+])
+def test_new_insurance_keywords(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Visa 4539 9935 1819 0937 on file", "Visa [ACCOUNT] on file"),
+    ("card 4539993518190937", "card [ACCOUNT]"),
+    ("银行卡号：6222118625276018（退费）", "银行卡号：[ACCOUNT]（退费）"),
+    ("refund to account 483920117", "refund to account [ACCOUNT]"),
+])
+def test_account(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["order 4539993518190938", "批号6222118625276019", "account reviewed today"])
+def test_account_negatives(text):
+    assert out(text) == text  # Luhn check fails; no number
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("NPI 1457382910; driver's license D4820193", "NPI [LICENSE]; driver's license [LICENSE]"),
+    ("Dr Rao (Reg. No. MMC-2009/04/1123)", "Dr [NAME] (Reg. No. [LICENSE])"),
+    ("医师执业证书编码：110440100012345", "医师执业证书编码：[LICENSE]"),
+])
+def test_license(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("vehicle plate 7KJD392 (CA); Rego 1ABC234", "vehicle plate [VEHICLE] (CA); Rego [VEHICLE]"),
+    ("Ambulance reg YK19 ZXD brought her", "Ambulance reg [VEHICLE] brought her"),
+    ("车牌号粤B·D12345，京A88888车主", "车牌号[VEHICLE]，[VEHICLE]车主"),
+])
+def test_vehicle(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["license pending", "plate count normal", "车牌未登记", "registration desk"])
+def test_license_vehicle_negatives(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("device serial RNB601233S, firmware 3.1.2.4", "device serial [DEVICE], firmware 3.1.2.4"),
+    ("insulin pump (S/N PMP-3392817)", "insulin pump (S/N [DEVICE])"),
+    ("起搏器序列号：PJN208813H。", "起搏器序列号：[DEVICE]。"),
+])
+def test_device(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["serial measurements of troponin", "序列号未知", "S/N ratio improved"])
+def test_device_negatives(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Address: 1187 Granville St, Vancouver, BC V6Z 1M1. Ph", "Address: [ADDRESS]. Ph"),
+    ("lives at 17 Bondi Road, Bondi NSW 2026 with", "lives at [ADDRESS] with"),
+    ("Address: Flat 302, Sai Residency, 14th Cross, Indiranagar, Bengaluru 560038.", "Address: [ADDRESS]."),
+    ("4666 Jennifer Burgs Apt. 596, Lake Robertton, QC N4P 7T9.", "[ADDRESS]."),
+    ("住址：臺北市大安區忠孝東路四段100號5樓。", "住址：[ADDRESS]。"),
+    ("地址：60413 新營士林路4號9樓。", "地址：[ADDRESS]。"),
+])
+def test_new_addresses(text, expected):
+    assert out(text) == expected
+
+
+def test_version_after_banben_is_not_an_ip():
+    for text in ("软件版本2.1.0.3。", "版本号V9.7.7.69", "系统版本：3.2.1.5", "firmware version 3.1.2.4"):
+        assert find_phi(text, types=["IP"]) == [], text
+
+
+def test_surrogates_consistent_within_a_document():
+    text = ("Patient: Harold Whitaker, DOB: 04/17/1952. Mr. Whitaker admitted 2024-03-02, discharged 2024-03-09. "
+            "MRN: 00482913. 患者李秀英，家属李明。")
+    fake, counts = deidentify(text, mode="surrogate", seed=3)
+    assert counts["NAME"] == 4 and counts["DATE"] == 3
+    for original in ("Harold", "Whitaker", "04/17/1952", "2024-03-02", "00482913", "李秀英"):
+        assert original not in fake
+    surname = fake.split("Mr. ")[1].split()[0]
+    assert fake.count(surname) == 2  # the same surname in both places
+    admit, discharge = (dt.date.fromisoformat(d) for d in re.findall(r"\d{4}-\d\d-\d\d", fake))
+    assert (discharge - admit).days == 7  # one shift per document keeps intervals
+    assert deidentify(text, mode="surrogate", seed=3)[0] == fake  # seeded: the same every time
+    assert deidentify(text, mode="surrogate", seed=4)[0] != fake
+
+
+def test_surrogate_keep_year_and_bad_mode():
+    fake = deidentify("DOB: 1952-04-17", mode="surrogate", keep_year=True)[0]
+    assert fake.startswith("DOB: 1952-") and fake != "DOB: 1952-04-17"
+    with pytest.raises(MedtuneError):
+        deidentify("x", mode="scramble")

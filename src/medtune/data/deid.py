@@ -208,7 +208,7 @@ _DATE = (
 
 # Identifier after a keyword: an optional upper-case prefix word, then tokens holding a digit, joined by
 # - . / or by a space before a 3-5 digit group ("123 4567").
-_VALUE = (r"(?P<v>(?:(?-i:[A-Z]{1,5})[ -])?[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*"
+_VALUE = (r"(?P<v>(?:(?-i:[A-Z]{1,5})[ /-])?[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*"
           r"(?: \d{3,5}(?![A-Za-z0-9-]))*(?: \d(?![\w-])(?!\.\d)(?!\s+[A-Za-z]))?(?:[ -](?-i:[A-Z]{1,2})(?![A-Za-z0-9]))?)")
 _FILL = r"(?:\s*(?:\(\s*)?(?:#|no\.?|nr\.?|num(?:ber)?\.?|id)?(?:\s*\))?\s*[:：#=\-–]?\s*(?:is\s+|was\s+|为|是)?\s*)"
 _FILL_CN = r"(?:\s*(?:No\.?\s*)?(?:[(（][A-Za-z]{1,4}[)）])?\s*[:：#=]?\s*(?:为|是)?\s*)"
@@ -267,7 +267,8 @@ _POSTAL = (rf"(?:{_SEP}{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?|{_SEP}{_UK_PC}|{_SEP}
 _POSTAL_RULE = rf"(?<![A-Za-z'’-])(?P<city>(?-i:[A-Z][a-z][A-Za-z'’-]*(?:[ \t]+[A-Z][a-z][A-Za-z'’-]*){{0,2}})){_POSTAL}"
 _ADDR_START = re.compile(r"(?:\d|#|(?:flat|apt|apartment|unit|suite|studio|h\.?\s?no|house|plot|door|p\.?\s?o\.?|"
                          r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
-_SENTENCE_STOP = re.compile(r"[.;:!?](?:\s|$)|[：；。]")
+_SENTENCE_STOP = re.compile(r"(?<!Apt)(?<!Ste)(?<!St)(?<!Rd)(?<!No)(?<!Dr)(?<!Ave)(?<!Ln)(?<!Blvd)(?<!Bldg)"
+                            r"[.;:!?](?:\s|$)|[：；。]")
 _NOT_CITY = frozenset("Batch Lot Order Ref Code Room Ward Bed Version Build Serial Account Policy Card Patient Chart "
                       "Tel Phone Fax Mobile Call Record Number No Id Claim Member Group Case Visit Item".split())
 _CITY = r",\s*(?:St\.\s+)?[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
@@ -389,7 +390,8 @@ def _street(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.span()
 
 
-_VERSION_WORDS = frozenset(("version", "ver", "ver.", "v", "release", "build", "版本", "版本号"))
+_VERSION_WORDS = frozenset(("version", "ver", "ver.", "v", "release", "build", "firmware", "fw", "software", "sw", "app",
+                            "版本", "版本号", "固件"))
 
 
 def _cn_address(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -397,8 +399,8 @@ def _cn_address(m: re.Match, text: str) -> tuple[int, int] | None:
     s = m.group()
     cut = _CN_LEAD.match(s).end()
     p = _CN_PROVINCE_RE.search(s, 0, 12)
-    if p and p.start() > cut:
-        cut = p.start()
+    if p and p.start() > cut and not any(c.isdigit() for c in s[cut:p.start()]):
+        cut = p.start()  # a leading postcode ("33477 新北...") stays in the address
     return m.start() + cut, m.end()
 
 
@@ -426,9 +428,9 @@ def _postal_address(m: re.Match, text: str) -> tuple[int, int] | None:
 
 
 def _ipv4(m: re.Match, text: str) -> tuple[int, int] | None:
-    before = text[max(0, m.start() - 12):m.start()].lower()
+    before = text[max(0, m.start() - 12):m.start()].lower().rstrip(":： ")
     words = before.split()
-    if (words and words[-1].rstrip(":") in _VERSION_WORDS) or before.endswith(("v", "版本", "版本号")):
+    if (words and words[-1].rstrip(":") in _VERSION_WORDS) or before.endswith(("v", "版本", "版本号", "固件")):
         return None  # "version 1.2.3.4", "v1.2.3.4"
     after = text[m.end():m.end() + 1]
     if len(m.group()) == 7 and (m.start() == 0 or text[m.start() - 1] == "\n" or (after and after.isalpha())):
@@ -484,8 +486,8 @@ def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
     ("020 7946 0958 2 tablets"). Bare digit runs need 10+ digits (8-digit lot and order numbers are valid
     local numbers in Hong Kong and Singapore)."""
     s = m.group().rstrip(" .-/")
-    if _DOTTED_QUAD.fullmatch(s):
-        return None  # an IPv4 address
+    if _DOTTED_QUAD.fullmatch(s) or _SSN_LAYOUT.fullmatch(s):
+        return None  # an IPv4 address; the SSN layout ddd-dd-dddd
     while s:
         digits = _digits(s)
         if len(digits) < 7:
@@ -589,7 +591,7 @@ _NOT_NAMES_AFTER_CUE = frozenset(
     "January February March April June July August September October November December Monday Tuesday Wednesday "
     "Thursday Friday Saturday Sunday Clinic Hospital Medical Health Care Center Centre Unit Service Services "
     "General Memorial University Team Department Dept Office Surgery Practice Emergency".split())
-_NAME_TOKEN = r"(?:[A-Z](?:[a-z]+(?:['’][A-Z]?[a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
+_NAME_TOKEN = r"(?:[A-Z](?:[a-z]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
 _NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr)"
 _EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|name|patient|pt|signed|signature|(?:electronically\s+)?signed\s+by|"
@@ -598,11 +600,11 @@ _EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|name|patient|pt|signed|sign
            r"wife|husband|partner|brother|sister|spouse|grandson|granddaughter|attendant|informant|proxy|GP|PCP|"
            r"family\s+physician|witness(?:ed\s+by)?)(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE + r"\.?[ \t]+)?"
            r"|\b" + _TITLE + r"\.?[ \t]+)")
-_HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨明男女岁歲年月日院诊診科室床号號"
+_HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨男女岁歲年月日院诊診科室床号號"
                            "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講")
 _ZH_CUE = (r"(?:姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
            r"主治医师|主治醫師|主治医生|主治醫生|经治医师|住院医师|记录者|記錄者|记录人|护士|護士|儿子|女儿|兒子|女兒|丈夫|妻子|"
-           r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人|医师|醫師|医生|醫生)"
+           r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人)"
            r"[\s:：]*")
 _ZH_TITLES = "先生|女士|小姐|医生|醫生|医师|醫師|大夫|护士|護士|主任|教授|老师|老師|太太|阿姨|院长|院長"
 _HAN_C = "\u4e00-\u9fff"
@@ -768,6 +770,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
 _ANY_DIGIT = re.compile(r"\d")
 _DATE_RE = re.compile(_DATE, _FI)
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_SSN_LAYOUT = re.compile(r"\d{3}-\d{2}-\d{4}")
 _EXTENSION = re.compile(r"\s*(?:(?:ext\.?|extension|转|轉|分机)\s*|x)\d{1,5}(?!\d)", _FI)  # "ext. 12", "x12", "转801"
 
 
@@ -849,7 +852,7 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
     for typ, pattern, validate, needs in _RULES:
         if needs is not None and not any(n in lower for n in needs):
             continue
-        if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE"):
+        if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE", "DATE"):
             continue  # every other rule needs a digit
         for m in pattern.finditer(text):
             span = validate(m, text)
