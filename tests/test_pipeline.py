@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medtune import pipeline, runs
+from medtune import listing, pipeline, runs
 from medtune.errors import ConfigError
 from test_sft import write_data
 from tiny import save_tiny
@@ -73,7 +73,7 @@ def test_pipeline_chains_skips_and_reruns_from_a_step(tiny_model, tmp_path, caps
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert all(Path(e).is_dir() for e in json.loads((out / "exam" / "results.json").read_text())["evaluations"])
 
-    listed = runs.list_runs(out)
+    listed = listing.list_runs(out)
     assert {r["stage"] for r in listed} >= {"sft", "eval"}
     assert any(r["parent"] == "first" for r in listed)
 

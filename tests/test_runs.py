@@ -3,7 +3,7 @@
 import json
 import os
 
-from medtune import runs
+from medtune import listing, runs
 from medtune.cli import main
 
 
@@ -37,7 +37,7 @@ def test_runs_lists_corrupt_and_empty_folders_beside_the_good_ones(tmp_path, cap
     (root / "steps" / "results.json").write_text(json.dumps({"evaluations": [str(root / "steps" / "0-tiny")]}))
     (root / "steps" / "0-tiny" / "results.json").write_text(json.dumps({"kind": "eval", "tasks": {"mcq": {"accuracy": 0.5}}}))
 
-    rows = {r["path"]: r for r in runs.list_runs(root)}
+    rows = {r["path"]: r for r in listing.list_runs(root)}
     status = {str(p.relative_to(root)): rows[str(p)]["status"] for p in map(type(root), rows)}
     assert status == {"good": "completed", "chain/step2": "completed", "torn": "corrupt", "alist": "corrupt",
                       "oddtypes": "corrupt", "binary": "corrupt", "emptied": "empty", "chain/step1": "empty",

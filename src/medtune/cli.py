@@ -233,11 +233,11 @@ def cmd_pipeline(ns) -> int:
 
 
 def cmd_runs(ns) -> int:
-    from medtune import runs
+    from medtune import listing
 
     if not os.path.isdir(ns.dir):
         raise MedtuneError("no such folder", where=ns.dir, hint="pass the folder that holds your runs (default runs/)")
-    print(runs.format_runs(runs.list_runs(ns.dir)))
+    print(listing.format_runs(listing.list_runs(ns.dir)))
     return 0
 
 
