@@ -7,7 +7,7 @@ import pytest
 
 from medtune.cli import main
 from medtune.data import formats
-from medtune.data.clean import clean_files, normalize
+from medtune.data.clean import CleanSettings, clean_files, normalize
 from medtune.errors import DataError, MedtuneError
 
 EN_A = ("Type 2 diabetes develops slowly over several years, and many people have no symptoms at first. "
@@ -159,7 +159,7 @@ def test_deidentify_text_and_dialogue_contents(tmp_path):
                         "My number is [PHONE], please call me back about my test.", "We will call you on [PHONE] today."]
     assert report["deid"]["replaced"] == {"EMAIL": 1, "PHONE": 2}
     with pytest.raises(MedtuneError, match="unknown PHI type"):
-        clean_files([src], tmp_path / "x.jsonl", deid_types="EMAIL,NAME", progress=False)
+        clean_files([src], tmp_path / "x.jsonl", deid_types="EMAIL,NAMES", progress=False)
 
 
 def test_report_next_to_output(tmp_path):
@@ -238,3 +238,48 @@ def test_cli_malformed_input_is_one_line_exit_2(tmp_path, capsys):
     gbk.write_bytes((EN_A + "\n").encode() + "患者发热\n".encode("gbk"))
     assert main(["data", "clean", str(gbk), "-o", str(out)]) == 2
     assert "gbk.txt:2: not valid UTF-8" in capsys.readouterr().err
+
+
+NOTE = ("Patient: Harold Whitaker, DOB: 04/17/1952, MRN: 00482913. Call his daughter Rebecca Lin on (617) 555-0143 "
+        "about the discharge plan and the follow-up appointment.")
+
+
+def test_deid_audit_report_has_offsets_never_identifiers(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": NOTE}, {"text": EN_B}])
+    audit = tmp_path / "audit.jsonl"
+    report = clean_files([src], tmp_path / "out.jsonl", CleanSettings(deid=True, deid_report=str(audit)), progress=False)
+    records = read_jsonl(audit)
+    assert {r["type"] for r in records} == {"NAME", "DATE", "MRN", "PHONE"}
+    assert report["deid"]["replaced"] == {"DATE": 1, "MRN": 1, "NAME": 2, "PHONE": 1}
+    clean_note = normalize(NOTE)
+    for r in records:
+        assert r["line"] == 1 and set(r) == {"line", "type", "start", "end"}
+        assert clean_note[r["start"]:r["end"]] in ("Harold Whitaker", "04/17/1952", "00482913", "Rebecca Lin",
+                                                  "(617) 555-0143")
+    raw = audit.read_text(encoding="utf-8")
+    for secret in ("Whitaker", "00482913", "555-0143", "1952"):
+        assert secret not in raw
+
+
+def test_deid_surrogate_mode_and_keep_year(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": NOTE}])
+    clean_files([src], tmp_path / "s.jsonl", deid=True, deid_mode="surrogate", deid_keep_year=True, progress=False)
+    text = read_jsonl(tmp_path / "s.jsonl")[0]["text"]
+    assert "[" not in text and "Whitaker" not in text and "00482913" not in text
+    assert "/1952" in text and "04/17/1952" not in text  # shifted, year kept
+    with pytest.raises(MedtuneError, match="mode"):
+        clean_files([src], tmp_path / "x.jsonl", deid=True, deid_mode="scramble", progress=False)
+    with pytest.raises(MedtuneError, match="overwrite"):
+        clean_files([src], tmp_path / "y.jsonl", deid=True, deid_report=str(src), progress=False)
+
+
+def test_cli_clean_deid_prints_counts_and_writes_the_audit(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": NOTE}])
+    audit = tmp_path / "audit.jsonl"
+    assert main(["data", "clean", str(src), "-o", str(tmp_path / "o.jsonl"), "--deid", "--deid-report", str(audit)]) == 0
+    printed = capsys.readouterr().out
+    assert "PHI replaced: DATE 1, MRN 1, NAME 2, PHONE 1" in printed
+    assert len(read_jsonl(audit)) == 5
+    assert main(["data", "clean", str(src), "-o", str(tmp_path / "p.jsonl"), "--deid-types", "PHONE",
+                 "--deid-mode", "surrogate"]) == 0
+    assert "Harold Whitaker" in read_jsonl(tmp_path / "p.jsonl")[0]["text"]

@@ -9,7 +9,12 @@ format formats.py reads). Steps, each counted in the report:
 2. quality filters: length, share of useful characters, U+FFFD, repeated lines and repeated n-grams;
 3. exact duplicates (lower-cased, whitespace-collapsed text), first occurrence kept;
 4. near duplicates: MinHash + LSH (datasketch) over n-gram shingles, first of each cluster kept;
-5. de-identification (``deid=True``) with :func:`medtune.data.deid.deidentify`.
+5. de-identification (``deid=True``) with :mod:`medtune.data.deid`: placeholders or surrogates, counts per
+   type in the report, and with ``deid_report`` a JSON Lines file of (line, type, start, end) per span
+   found, never the identifier itself.
+
+Every option lives in one :class:`CleanSettings` (recorded in the report); ``clean_files`` takes it, or
+its fields as keyword arguments.
 
 Input is streamed and kept documents are written as they come to a temporary file beside the output,
 which is renamed into place at the end: a failed run leaves an existing output as it was. Only hashes
@@ -51,8 +56,18 @@ _NOT_WORD = re.compile(r"[^\w\s]")
 
 @dataclass
 class CleanSettings:
-    """Every threshold of a cleaning run (recorded in the report)."""
+    """Every option of a cleaning run (recorded in the report).
 
+    kind: auto (.txt is text; .jsonl/.json records with "text" are text; else dialogues), text or dialogue.
+    mode: .txt documents per line or paragraph. fmt: the dialogue format (auto per file).
+    Thresholds: see docs/data-tools.md. deid: replace PHI; deid_types ("EMAIL,PHONE" or a list) restricts
+    it to those types and turns it on; deid_mode: mask ([TYPE]) or surrogate (consistent fake values);
+    deid_keep_year: dates keep their year; deid_report: a file for the (line, type, start, end) records.
+    """
+
+    kind: str = "auto"
+    mode: str = "line"
+    fmt: str = "auto"
     min_chars: int = 20
     max_chars: int = 100_000
     min_useful: float = 0.8
@@ -63,10 +78,21 @@ class CleanSettings:
     near_dup: bool = True
     near_dup_threshold: float = 0.8
     num_perm: int = 128
+    deid: bool = False
+    deid_types: str | list | None = None
+    deid_mode: str = "mask"
+    deid_keep_year: bool = False
+    deid_report: str | None = None
     seed: int = 0
 
     def check(self) -> None:
         """MedtuneError for a value out of range."""
+        if self.kind not in KINDS:
+            raise MedtuneError(f"unknown kind {self.kind!r}", hint="use auto, text or dialogue")
+        if self.mode not in formats.TEXT_MODES:
+            raise MedtuneError(f"unknown text mode {self.mode!r}", hint="use line or paragraph")
+        if self.deid_mode not in ("mask", "surrogate"):
+            raise MedtuneError(f"unknown de-identification mode {self.deid_mode!r}", hint="use mask or surrogate")
         for name in ("min_useful", "max_repeated_lines", "max_repeated_ngrams", "near_dup_threshold"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -338,63 +364,77 @@ def _fit_layout(text: str, layout: str) -> str:
 # --------------------------------------------------------------------------- the pipeline
 
 
-def _load_deid(deid_types):
-    """deidentify and the PHI types to replace (None: all); MedtuneError for an unknown type."""
-    from medtune.data.deid import PHI_TYPES, deidentify
+def _load_deid(deid_types) -> list[str] | None:
+    """The PHI types to replace (None: all); MedtuneError for an unknown type."""
+    from medtune.data.deid import PHI_TYPES, find_phi
 
     if deid_types is None:
-        return deidentify, None
+        return None
     parts = [deid_types] if isinstance(deid_types, str) else list(deid_types)
     types = [t.strip().upper() for part in parts for t in str(part).split(",") if t.strip()]
     if not types:
         raise MedtuneError("no PHI types given", hint=f"choose from: {', '.join(PHI_TYPES)}")
-    deidentify("", types)  # checks the names
-    return deidentify, types
+    find_phi("", types)  # checks the names
+    return types
 
 
-def clean_files(
-    inputs: list,
-    output,
-    *,
-    kind: str = "auto",
-    mode: str = "line",
-    fmt: str = "auto",
-    min_chars: int = 20,
-    max_chars: int = 100_000,
-    min_useful: float = 0.8,
-    max_replacement_chars: int = 0,
-    max_repeated_lines: float = 0.3,
-    max_repeated_ngrams: float = 0.4,
-    ngram: int = 5,
-    near_dup: bool = True,
-    near_dup_threshold: float = 0.8,
-    num_perm: int = 128,
-    deid: bool = False,
-    deid_types=None,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
+def _audit_file(path, inputs: list[str], out: Path, report: Path) -> "_AtomicOutput":
+    """The --deid-report file, written like the output (atomically); never an input or the output."""
+    real = Path(os.path.realpath(path))
+    if real in {Path(os.path.realpath(p)) for p in inputs} | {out, report}:
+        raise MedtuneError("the de-identification report would overwrite an input or the output", where=str(path),
+                           hint="give it a new file name, e.g. --deid-report deid.jsonl")
+    if real.is_dir():
+        raise MedtuneError("the de-identification report is a directory", where=str(path), hint="give a file name")
+    return _AtomicOutput(real)
+
+
+def _deidentify(doc, types, s: CleanSettings, phi: Counter, audit, line: int):
+    """`doc` (a text or a list of messages) with PHI replaced; counts added to `phi`; one audit record per
+    span (output line, message index for dialogues, type, start and end in the cleaned input text)."""
+    from medtune.data.deid import find_phi, replace_spans
+
+    def one(text: str, message: int | None) -> str:
+        spans = find_phi(text, types)
+        new, counts = replace_spans(text, spans, mode=s.deid_mode, keep_year=s.deid_keep_year, seed=s.seed)
+        phi.update(counts)
+        if audit is not None:
+            for sp in spans:
+                record = {"line": line, "type": sp.type, "start": sp.start, "end": sp.end}
+                if message is not None:
+                    record = {"line": line, "message": message, "type": sp.type, "start": sp.start, "end": sp.end}
+                audit.file.write(json.dumps(record) + "\n")
+        return new
+
+    if isinstance(doc, str):
+        return one(doc, None)
+    return [{"role": m["role"], "content": one(m["content"], i)} for i, m in enumerate(doc)]
+
+
+def clean_files(inputs: list, output, settings: CleanSettings | None = None, *, progress: bool = True,
+                **options) -> dict:
     """Clean `inputs` (all text or all dialogues) into one `output` file; return the report (also written
     to ``OUTPUT.report.json``). DataError for a bad input, MedtuneError for bad options or output.
 
-    kind: auto (.txt is text; .jsonl/.json records with "text" are text; else dialogues), text or dialogue.
-    mode: .txt documents per line or paragraph; an output named .txt is written in that layout, any
-      other name as JSON Lines ({"text"} or {"messages"}). fmt: the dialogue format (auto per file).
-    Thresholds: see CleanSettings and docs/data-tools.md. deid_types ("EMAIL,PHONE" or a list) restricts
-    de-identification to those types and turns it on. progress: a tqdm bar on a terminal.
+    settings: a CleanSettings (defaults if None); `options` are CleanSettings fields that override it
+    (``clean_files(paths, out, deid=True)``). An output named .txt is written in the text layout of
+    `mode`, any other name as JSON Lines ({"text"} or {"messages"}). progress: a tqdm bar on a terminal.
     """
     from tqdm.auto import tqdm
 
     from medtune.runs import now, write_json
 
-    settings = CleanSettings(min_chars, max_chars, min_useful, max_replacement_chars, max_repeated_lines,
-                             max_repeated_ngrams, ngram, near_dup, near_dup_threshold, num_perm, seed)
+    import dataclasses
+
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(CleanSettings)})
+    if unknown:
+        raise TypeError(f"clean_files() got unknown option(s): {', '.join(unknown)}")
+    settings = dataclasses.replace(settings or CleanSettings(), **options)
     settings.check()
+    kind, mode, fmt = settings.kind, settings.mode, settings.fmt
     inputs = [str(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not inputs:
         raise MedtuneError("no input files given")
-    if mode not in formats.TEXT_MODES:
-        raise MedtuneError(f"unknown text mode {mode!r}", hint="use line or paragraph")
     fingerprints = [formats.fingerprint(p) for p in inputs]  # also: DataError if a file is missing
     kinds = {p: detect_kind(p, kind) for p in inputs}
     if len(set(kinds.values())) > 1:
@@ -405,13 +445,15 @@ def clean_files(
     if kind == "dialogue" and out.suffix.lower() == ".txt":
         raise MedtuneError("dialogues are written as messages JSON Lines", where=str(output), hint="name the output .jsonl")
     layout = "messages" if kind == "dialogue" else f"txt-{mode}" if out.suffix.lower() == ".txt" else "jsonl"
-    deidentify, types = _load_deid(deid_types) if (deid or deid_types) else (None, None)
+    deid_on = bool(settings.deid or settings.deid_types)
+    types = _load_deid(settings.deid_types) if deid_on else None
+    audit = _audit_file(settings.deid_report, inputs, out, report_path) if deid_on and settings.deid_report else None
 
     removed: Counter = Counter()
     phi: Counter = Counter()
     per_input: list[dict] = []
     seen_exact: set[bytes] = set()
-    near = NearDuplicates(near_dup_threshold, num_perm, seed) if near_dup else None
+    near = NearDuplicates(settings.near_dup_threshold, settings.num_perm, settings.seed) if settings.near_dup else None
     estimates = [_estimate_records(p, kind, mode) for p in inputs]
     total = None if None in estimates else sum(estimates)
 
@@ -449,18 +491,24 @@ def clean_files(
                 if reason:
                     removed[reason] += 1
                     continue
-                if deidentify is not None:
-                    doc = _deidentify(doc, deidentify, types, phi)
+                if deid_on:
+                    doc = _deidentify(doc, types, settings, phi, audit, writer.count + 1)
                 writer.write(doc)
                 kept += 1
             per_input.append({**fp, "given_as": path, "kind": kind, "read": read, "kept": kept})
+        if audit is not None:
+            audit.commit()
         target.commit()
     except OSError as e:
         target.discard()
+        if audit is not None:
+            audit.discard()
         raise MedtuneError(f"cannot write: {e.strerror or e}", where=str(output),
                            hint="check the free disk space and permissions") from None
     except BaseException:
         target.discard()
+        if audit is not None:
+            audit.discard()
         raise
     finally:
         if bar.total is not None and bar.n != bar.total:
@@ -477,26 +525,13 @@ def clean_files(
         "inputs": per_input,
         "documents": {"read": read, "kept": writer.count, "removed": read - writer.count},
         "removed": {reason: removed[reason] for reason in REASONS},
-        "deid": {"enabled": deidentify is not None, "types": types or "all",
-                 "replaced": dict(sorted(phi.items()))},
+        "deid": {"enabled": deid_on, "types": types or "all", "mode": settings.deid_mode,
+                 "keep_year": settings.deid_keep_year, "replaced": dict(sorted(phi.items())),
+                 "audit": str(settings.deid_report) if audit is not None else None},
         "settings": asdict(settings),
     }
     write_json(report_path, report)
     return report
-
-
-def _deidentify(doc, deidentify, types, phi: Counter):
-    """`doc` (a text or a list of messages) with PHI replaced; counts added to `phi`."""
-    if isinstance(doc, str):
-        text, counts = deidentify(doc, types)
-        phi.update(counts)
-        return text
-    messages = []
-    for m in doc:
-        content, counts = deidentify(m["content"], types)
-        phi.update(counts)
-        messages.append({"role": m["role"], "content": content})
-    return messages
 
 
 def format_summary(report: dict) -> str:
