@@ -106,14 +106,12 @@ def cmd_data(ns) -> int:
     elif ns.data_command == "clean":
         from medtune.data import clean
 
-        report = clean.clean_files(
-            ns.inputs, ns.output, kind=ns.kind, mode=ns.mode, fmt=ns.format, min_chars=ns.min_chars,
-            max_chars=ns.max_chars, min_useful=ns.min_useful, max_replacement_chars=ns.max_replacement_chars,
-            max_repeated_lines=ns.max_repeated_lines, max_repeated_ngrams=ns.max_repeated_ngrams, ngram=ns.ngram,
-            near_dup=not ns.no_near_dup, near_dup_threshold=ns.near_dup_threshold, num_perm=ns.num_perm,
-            deid=ns.deid, deid_types=ns.deid_types, seed=ns.seed,
-        )
-        print(clean.format_summary(report))
+        import dataclasses
+
+        fields = {f.name for f in dataclasses.fields(clean.CleanSettings)}
+        options = {k: v for k, v in vars(ns).items() if k in fields}
+        settings = clean.CleanSettings(**options, fmt=ns.format, near_dup=not ns.no_near_dup)
+        print(clean.format_summary(clean.clean_files(ns.inputs, ns.output, settings)))
     elif ns.data_command == "stats":
         from medtune.data import stats
         from medtune.models import tokenizer_for
@@ -329,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--num-perm", type=int_option(1, 4096), metavar="N", default=128, help="MinHash permutations (default 128, at most 4096)")
     dn.add_argument("--no-near-dup", action="store_true", help="skip the near-duplicate step")
     dn.add_argument("--deid", action="store_true", help="replace PHI with [TYPE] placeholders (docs/deid.md)")
-    dn.add_argument("--deid-types", metavar="TYPES", help="comma-separated PHI types to replace, e.g. EMAIL,PHONE (implies --deid)")
+    dn.add_argument("--deid-types", metavar="TYPES", help="comma-separated PHI types to replace, e.g. NAME,PHONE (implies --deid)")
+    dn.add_argument("--deid-mode", default="mask", choices=["mask", "surrogate"], help="[TYPE] placeholders (default) or consistent fake values")
+    dn.add_argument("--deid-keep-year", action="store_true", help="dates keep their year")
+    dn.add_argument("--deid-report", metavar="FILE", help="write (line, type, start, end) per identifier found, never the identifier (JSON Lines)")
     dn.add_argument("--seed", type=seed, default=0)
     ds = dsub.add_parser("stats", help="sizes, token lengths, truncation, duplicates and languages of data files")
     ds.add_argument("files", nargs="+", metavar="FILE", help="text, dialogue or preference files")
