@@ -9,7 +9,8 @@ import importlib
 # stage name -> (module, config class)
 STAGES = {"pt": ("medtune.stages.pt", "PTConfig"), "sft": ("medtune.stages.sft", "SFTConfig"),
           "rm": ("medtune.stages.rm", "RMConfig"), "dpo": ("medtune.stages.dpo", "DPOConfig"),
-          "ppo": ("medtune.stages.ppo", "PPOConfig"), "grpo": ("medtune.stages.grpo", "GRPOConfig")}
+          "ppo": ("medtune.stages.ppo", "PPOConfig"), "grpo": ("medtune.stages.grpo", "GRPOConfig"),
+          "distill": ("medtune.stages.distill", "DistillConfig")}
 
 
 def get_stage(name: str):
