@@ -464,6 +464,25 @@ def _trim_groups(s: str, too_long: Callable[[str], bool]) -> str:
     return s
 
 
+def _regions_for(d: str) -> tuple[str, ...]:
+    """The REGIONS whose national numbers can have these digits (length and first digit), to spare parsing."""
+    n, first = len(d), d[0]
+    out = []
+    if (n == 10 and first in "23456789") or (n == 11 and first == "1"):
+        out.append("US")
+    if first == "0" and 10 <= n <= 11:
+        out += ["GB", "AU"]
+    if (n == 11 and first == "1") or (first == "0" and 10 <= n <= 12):
+        out.append("CN")
+    if (n == 10 and first in "6789") or (first == "0" and n == 11):
+        out.append("IN")
+    if n == 8 and first in "2345689":
+        out += ["HK", "SG", "MO"]
+    if first == "0" and 9 <= n <= 10:
+        out.append("TW")
+    return tuple(r for r in REGIONS if r in out)
+
+
 @functools.lru_cache(maxsize=65536)
 def _phone_number(s: str) -> bool:
     """True if libphonenumber finds `s` a phone number (valid; with +CC: possible)."""
@@ -471,7 +490,7 @@ def _phone_number(s: str) -> bool:
 
     intl = s.lstrip("(").startswith(("+", "00"))
     candidate = "+" + s.lstrip("(")[2:] if s.lstrip("(").startswith("00") else s
-    for region in ((None,) if intl else REGIONS):
+    for region in ((None,) if intl else _regions_for(_digits(s))):
         try:
             num = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
@@ -831,12 +850,16 @@ def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple
                 found.append((span[0], span[1], "NAME"))
     names = {text[s:e] for s, e, _ in found}
     tokens = {w for n in names for w in n.split() if len(w) >= 3 and w[0].isupper() and w not in _NOT_NAMES}
-    for name in names | tokens:
+    for name in names | tokens:  # str.find, not a regex per name: compiling them would churn re's cache
         if not name.strip():
             continue
-        cjk = not name.isascii()
-        for m in re.finditer(re.escape(name) if cjk else rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", text):
-            found.append((m.start(), m.end(), "NAME"))
+        ascii_name = name.isascii()
+        at = text.find(name)
+        while at >= 0:
+            end = at + len(name)
+            if not ascii_name or ((at == 0 or not text[at - 1].isalpha()) and (end == len(text) or not text[end].isalpha())):
+                found.append((at, end, "NAME"))
+            at = text.find(name, end)
     return found
 
 
