@@ -544,7 +544,12 @@ def _tw_id(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.span() if is_valid_tw_id(m.group().upper()) else None
 
 
+_ID_BEFORE = re.compile(r"(?:身份证|身分證|身份證|证件|ID|SSN|NHS|Aadhaa?r|passport|护照|護照)\S{0,4}\s*[:：]?\s*$", re.IGNORECASE)
+
+
 def _card(m: re.Match, text: str) -> tuple[int, int] | None:
+    if _ID_BEFORE.search(text, max(0, m.start() - 14), m.start()):
+        return None  # after an ID keyword the number is that ID, whatever its Luhn sum
     d = _digits(m.group())
     return m.span() if 13 <= len(d) <= 19 and luhn_ok(d) and len(set(d)) > 2 else None
 
