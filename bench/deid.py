@@ -41,7 +41,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from medtune.data.deid import PHI_TYPES, find_phi  # noqa: E402
+from medtune.data.deid import PHI_TYPES as ALL_TYPES  # noqa: E402
+from medtune.data.deid import find_phi as find_all  # noqa: E402
+
+# The types this set labels (it predates NAME, AGE, URL, ACCOUNT, LICENSE, VEHICLE, DEVICE: those are scored by
+# bench/deid_faker.py); other types found are left out of its scores. DATE was called DOB then.
+PHI_TYPES = ("EMAIL", "PHONE", "ID", "MRN", "INSURANCE", "DATE", "ADDRESS", "IP")
+
+
+def find_phi(text: str):
+    return [s for s in find_all(text) if s.type in PHI_TYPES]
 
 # --------------------------------------------------------------------------- identifiers from their definitions
 
@@ -331,7 +340,7 @@ def g_ip(rng, zh):
     return pre, v, ""
 
 
-GEN = {"EMAIL": g_email, "PHONE": g_phone, "ID": g_id, "MRN": g_mrn, "INSURANCE": g_insurance, "DOB": g_dob,
+GEN = {"EMAIL": g_email, "PHONE": g_phone, "ID": g_id, "MRN": g_mrn, "INSURANCE": g_insurance, "DATE": g_dob,
        "ADDRESS": g_address, "IP": g_ip}
 
 # --------------------------------------------------------------------------- distractors (no PHI)
@@ -441,13 +450,13 @@ HELDOUT = [
     "Policy: [[INSURANCE:123456789]]; Insurance ID#: [[INSURANCE:ABC123456789]].",
     "Medicare card number [[INSURANCE:2123 45670 1]]; health card no. [[INSURANCE:1234-567-890-AB]].",
     "医保卡号为[[INSURANCE:110105194912]]，社保卡号：[[INSURANCE:A12345678]]。",
-    "DOB: [[DOB:12/3/84]]; born on the [[DOB:3rd of March 1984]].",
-    "Her date of birth is [[DOB:12th Mar 1984]] (age 40).",
-    "D.O.B [[DOB:1984-3-12]]; birth date: [[DOB:1984/03/12]].",
-    "出生日期:[[DOB:1984.3.12]]；出生：[[DOB:1984年03月12日]]。",
-    "患者[[DOB:1984-03-12]]生，既往体健。",
-    "b. [[DOB:12 March 1984]] in Leeds.",
-    "DoB: [[DOB:March 3rd, 1984]].",
+    "DOB: [[DATE:12/3/84]]; born on the [[DATE:3rd of March 1984]].",
+    "Her date of birth is [[DATE:12th Mar 1984]] (age 40).",
+    "D.O.B [[DATE:1984-3-12]]; birth date: [[DATE:1984/03/12]].",
+    "出生日期:[[DATE:1984.3.12]]；出生：[[DATE:1984年03月12日]]。",
+    "患者[[DATE:1984-03-12]]生，既往体健。",
+    "b. [[DATE:12 March 1984]] in Leeds.",
+    "DoB: [[DATE:March 3rd, 1984]].",
     "Lives at [[ADDRESS:1600 Pennsylvania Avenue NW, Washington, DC 20500]].",
     "Address: [[ADDRESS:350 Fifth Avenue, New York, NY 10118]].",
     "Discharged to [[ADDRESS:10 Downing Street, London SW1A 2AA]].",
@@ -493,8 +502,8 @@ HELDOUT_B = [
     "Medical Record Number (MRN): [[MRN:7788990]].",
     "BCBS ID: [[INSURANCE:XYZW12345678]]; Member #: [[INSURANCE:8877665544]].",
     "新农合证号：[[INSURANCE:4301234567890]]。",
-    "Born [[DOB:1984-03-12]] in Shanghai; DOB [[DOB:03-12-1984]], age 40.",
-    "出生日期：[[DOB:一九八四年三月十二日]]。date of birth: [[DOB:12.03.84]].",
+    "Born [[DATE:1984-03-12]] in Shanghai; DOB [[DATE:03-12-1984]], age 40.",
+    "出生日期：[[DATE:一九八四年三月十二日]]。date of birth: [[DATE:12.03.84]].",
     "Residence: [[ADDRESS:55 Water St, Apt. 12, New York, NY 10041]].",
     "Lives at [[ADDRESS:5 The Crescent, Bath BA1 2LR]] with her son.",
     "Addr: [[ADDRESS:88 Nathan Road, Tsim Sha Tsui, Kowloon]].",
@@ -631,9 +640,9 @@ def scan(paths: list[str], k: int) -> dict:
     texts = [t for p in paths for t in strings_in(Path(p))]
     chars = sum(map(len, texts))
     t0 = time.perf_counter()
-    found = [(t, sp) for t in texts for sp in find_phi(t)]
+    found = [(t, sp) for t in texts for sp in find_all(t)]
     secs = time.perf_counter() - t0
-    counts = {t: sum(sp.type == t for _, sp in found) for t in PHI_TYPES}
+    counts = {t: sum(sp.type == t for _, sp in found) for t in ALL_TYPES}
     print(f"scan: {len(texts)} strings, {chars:,} characters, {len(found)} spans "
           f"({1e6 * len(found) / max(chars, 1):.1f} per million characters), {chars / secs / 1e6:.2f} M chars/s")
     print("  " + ", ".join(f"{t} {n}" for t, n in counts.items()))
