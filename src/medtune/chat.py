@@ -14,21 +14,7 @@ from pathlib import Path
 from medtune import NOT_MEDICAL_ADVICE
 from medtune.data import templates
 from medtune.models import ModelConfig
-
-
-@dataclass
-class GenerationSettings:
-    """Sampling defaults, chosen for small models that tend to repeat themselves.
-
-    temperature 0.7 (0 = greedy), top_p 0.9, max_new_tokens 256, repetition_penalty 1.1 (1.0 = off),
-    no_repeat_ngram_size 0 (off; e.g. 4 forbids repeating any 4-gram).
-    """
-
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.1
-    no_repeat_ngram_size: int = 0
+from medtune.serve.engine import GenerationSettings  # chat's, serve's and eval's defaults, named here too
 
 
 @dataclass

@@ -174,7 +174,9 @@ def cmd_serve(ns) -> int:
         max_tokens=ns.max_tokens, system_prompt=ns.system_prompt, template=ns.template, timeout_s=ns.timeout,
         trust_remote_code=ns.trust_remote_code,
     )
-    return app.main(ns.model, settings)
+    from medtune.chat import load_chat_model
+
+    return app.main(ns.model, settings, load_model=load_chat_model)
 
 
 def task_files(specs: list[str] | None) -> dict[str, str]:

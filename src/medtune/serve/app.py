@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException
 
 from medtune import NOT_MEDICAL_ADVICE
 from medtune.errors import MedtuneError
-from medtune.serve.engine import Engine, Event, QueueFull, SamplingParams
+from medtune.serve.engine import Engine, Event, GenerationSettings, QueueFull, SamplingParams
 
 STATIC = Path(__file__).parent / "static"
 ROLES = ("system", "user", "assistant")
@@ -256,9 +256,7 @@ class Server:
                            code="model_loading", headers={"Retry-After": "5"})
         return self.engine
 
-    def defaults(self):
-        from medtune.chat import GenerationSettings
-
+    def defaults(self) -> GenerationSettings:
         return GenerationSettings()
 
     def sampling(self, req: ChatRequest) -> SamplingParams:
@@ -503,9 +501,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def main(spec: str, settings: ServeSettings) -> int:
+def main(spec: str, settings: ServeSettings, load_model) -> int:
     """Check the settings, bind, then serve while the model loads (`/health` says when it is ready; completions
-    get 503 until then), start the engine, and serve until Ctrl-C. The startup lines print once it is ready."""
+    get 503 until then), start the engine, and serve until Ctrl-C. The startup lines print once it is ready.
+    `load_model(spec, template=, trust_remote_code=)` is medtune.chat.load_chat_model (passed in by the command,
+    so serve/ does not import chat, which generates through serve's engine)."""
     import uvicorn
 
     check_settings(settings)
@@ -517,7 +517,8 @@ def main(spec: str, settings: ServeSettings) -> int:
     config = uvicorn.Config(create_app(server), log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     web = uvicorn.Server(config)
     failed: list[MedtuneError] = []
-    loader = threading.Thread(target=_load, args=(spec, server, sock, web, failed), name="medtune-load", daemon=True)
+    loader = threading.Thread(target=_load, args=(spec, server, sock, web, failed, load_model), name="medtune-load",
+                              daemon=True)
     loader.start()
     try:
         web.run(sockets=[sock])
@@ -530,13 +531,11 @@ def main(spec: str, settings: ServeSettings) -> int:
     return 0
 
 
-def _load(spec: str, server: Server, sock, web, failed: list) -> None:
+def _load(spec: str, server: Server, sock, web, failed: list, load_model) -> None:
     """Load the model and start the engine beside the running web server; on failure, stop the server."""
-    from medtune import chat
-
     settings = server.settings
     try:
-        cm = chat.load_chat_model(spec, template=settings.template, trust_remote_code=settings.trust_remote_code)
+        cm = load_model(spec, template=settings.template, trust_remote_code=settings.trust_remote_code)
         server.cm = cm
         server.engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=settings.max_concurrency,
                                max_queue=settings.max_queue).start()

@@ -31,6 +31,22 @@ class QueueFull(Exception):
 
 
 @dataclass
+class GenerationSettings:
+    """The user-facing sampling defaults of `medtune chat`, `medtune serve` and generate-mode eval (chat.py turns
+    them into SamplingParams), chosen for small models that tend to repeat themselves.
+
+    temperature 0.7 (0 = greedy), top_p 0.9, max_new_tokens 256, repetition_penalty 1.1 (1.0 = off),
+    no_repeat_ngram_size 0 (off; e.g. 4 forbids repeating any 4-gram).
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.1
+    no_repeat_ngram_size: int = 0
+
+
+@dataclass
 class SamplingParams:
     """How one request is generated.
 
