@@ -6,14 +6,20 @@ sequences and builds a block-diagonal causal mask for sdpa/eager/flash attention
 checks that on the actual model before training relies on it (a model with its own attention code may
 not do this; the stage then falls back to padded rows with an attention mask). Padding at the end of a
 row is treated the same way: a short sequence of its own that no real token attends to and no label uses.
+
+Row building for plain text (`tokenize`, `build_rows`) lives here too: continued pretraining trains on these rows
+and `eval` scores general-text perplexity on them.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
+from typing import Iterable, Iterator
 
 import torch
+
+from medtune.data import mixing
 
 
 def best_fit_decreasing(lengths: list[int], block_size: int) -> list[list[int]]:
@@ -65,6 +71,49 @@ def unpacked(examples: list[dict]) -> list[dict]:
          "position_ids": list(range(len(ex["input_ids"])))}
         for ex in examples
     ]
+
+
+def tokenize(texts: Iterable[str], tokenizer, batch: int = 256) -> Iterator[list[int]]:
+    """Token ids of each document, EOS appended (the separator between documents), in batches for speed."""
+    eos = tokenizer.eos_token_id
+    for chunk in mixing.iter_chunks(texts, batch):
+        for ids in tokenizer(chunk, add_special_tokens=True)["input_ids"]:
+            yield ids + [eos] if not ids or ids[-1] != eos else ids
+
+
+def build_rows(documents: Iterable[list[int]], block_size: int, mode: str, *, window: int = 0, seed: int = 0,
+               stats: dict | None = None) -> Iterator[dict]:
+    """Token lists -> training rows {"input_ids", "labels", "position_ids"}.
+
+    documents: best-fit packing of `window` documents at a time (0 = all), positions restarting per document,
+    a document longer than `block_size` cut into pieces; concat: one running stream cut every `block_size`
+    tokens; none: one document (or piece) per row.
+    """
+    stats = stats if stats is not None else {}
+    stats.setdefault("documents_split", 0)
+    if mode == "concat":
+        buf: list[int] = []
+        for ids in documents:
+            buf.extend(ids)
+            while len(buf) >= block_size:
+                row, buf = buf[:block_size], buf[block_size:]
+                yield {"input_ids": row, "labels": list(row), "position_ids": list(range(block_size))}
+        if len(buf) > 1:
+            yield {"input_ids": buf, "labels": list(buf), "position_ids": list(range(len(buf)))}
+        return
+
+    def pieces() -> Iterator[dict]:
+        for ids in documents:
+            if len(ids) > block_size:
+                stats["documents_split"] += 1
+            for start in range(0, len(ids), block_size):
+                piece = ids[start:start + block_size]
+                if len(piece) > 1:
+                    yield {"input_ids": piece, "labels": piece}
+
+    batches = mixing.iter_chunks(pieces(), window) if window else [list(pieces())]
+    for k, batch in enumerate(batches):
+        yield from unpacked(batch) if mode == "none" else pack(batch, block_size, seed=seed + k)
 
 
 class Collator:

@@ -245,10 +245,9 @@ def text_perplexity(model, tokenizer, documents: list[str], *, block_size: int =
     import torch.nn.functional as F
 
     from medtune.data import packing
-    from medtune.stages.pt import build_rows, tokenize
 
     device = model.get_input_embeddings().weight.device
-    rows = list(build_rows(tokenize(documents, tokenizer), block_size, "documents"))
+    rows = list(packing.build_rows(packing.tokenize(documents, tokenizer), block_size, "documents"))
     collator = packing.Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     total, count = 0.0, 0
     with torch.no_grad():

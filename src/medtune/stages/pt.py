@@ -31,6 +31,7 @@ from medtune import runs
 from medtune.config import at_least, check
 from medtune.data import formats, mixing, packing
 from medtune.data.mixing import Source
+from medtune.data.packing import build_rows, tokenize
 from medtune.errors import ConfigError, MedtuneError
 from medtune.models import LoraConfig, ModelConfig
 from medtune.stages.sft import TrainConfig, training_arguments
@@ -160,49 +161,6 @@ def document_texts(source: Source, data: PTDataConfig) -> Iterator[str]:
     mode = source.text_mode or data.text_mode
     texts = itertools.chain.from_iterable(formats.iter_texts(f, mode) for f in _paths(source))
     return itertools.islice(texts, data.max_samples) if data.max_samples else texts
-
-
-def tokenize(texts: Iterable[str], tokenizer, batch: int = 256) -> Iterator[list[int]]:
-    """Token ids of each document, EOS appended (the separator between documents), in batches for speed."""
-    eos = tokenizer.eos_token_id
-    for chunk in mixing.iter_chunks(texts, batch):
-        for ids in tokenizer(chunk, add_special_tokens=True)["input_ids"]:
-            yield ids + [eos] if not ids or ids[-1] != eos else ids
-
-
-def build_rows(documents: Iterable[list[int]], block_size: int, mode: str, *, window: int = 0, seed: int = 0,
-               stats: dict | None = None) -> Iterator[dict]:
-    """Token lists -> training rows {"input_ids", "labels", "position_ids"}.
-
-    documents: best-fit packing of `window` documents at a time (0 = all), positions restarting per document,
-    a document longer than `block_size` cut into pieces; concat: one running stream cut every `block_size`
-    tokens; none: one document (or piece) per row.
-    """
-    stats = stats if stats is not None else {}
-    stats.setdefault("documents_split", 0)
-    if mode == "concat":
-        buf: list[int] = []
-        for ids in documents:
-            buf.extend(ids)
-            while len(buf) >= block_size:
-                row, buf = buf[:block_size], buf[block_size:]
-                yield {"input_ids": row, "labels": list(row), "position_ids": list(range(block_size))}
-        if len(buf) > 1:
-            yield {"input_ids": buf, "labels": list(buf), "position_ids": list(range(len(buf)))}
-        return
-
-    def pieces() -> Iterator[dict]:
-        for ids in documents:
-            if len(ids) > block_size:
-                stats["documents_split"] += 1
-            for start in range(0, len(ids), block_size):
-                piece = ids[start:start + block_size]
-                if len(piece) > 1:
-                    yield {"input_ids": piece, "labels": piece}
-
-    batches = mixing.iter_chunks(pieces(), window) if window else [list(pieces())]
-    for k, batch in enumerate(batches):
-        yield from packing.unpacked(batch) if mode == "none" else packing.pack(batch, block_size, seed=seed + k)
 
 
 @dataclass
