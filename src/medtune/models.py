@@ -271,6 +271,7 @@ def check_model(cfg: ModelConfig, lora: LoraConfig | None = None) -> str:
     try:
         config = AutoConfig.from_pretrained(weights, trust_remote_code=cfg.trust_remote_code)
     except Exception as exc:
+        refuse_remote_code(exc, weights)
         raise MedtuneError(f"could not load the model config: {type(exc).__name__}: {exc}", where=weights,
                            hint="check config.json, or pass model.trust_remote_code=true for custom code") from None
     load_tokenizer(target if (Path(target) / "tokenizer_config.json").is_file() else weights, cfg.trust_remote_code)
@@ -299,6 +300,14 @@ def _torch_dtype(name: str, device: str):
         raise MedtuneError(f"unknown dtype '{name}'", hint="choose auto, float32, bfloat16 or float16") from None
 
 
+def refuse_remote_code(exc: Exception, where: str) -> None:
+    """transformers refused to run a model's own code: say how to allow it (one line), else return."""
+    if "trust_remote_code" in str(exc):
+        raise MedtuneError("this model ships its own Python code (auto_map in its config), which runs only when "
+                           "allowed", where=where, hint="if you trust that code, pass model.trust_remote_code=true "
+                           "(recipes) or --trust-remote-code (chat, serve, eval, merge)") from None
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -307,6 +316,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
+        refuse_remote_code(exc, path)
         raise MedtuneError(f"could not load the tokenizer: {exc}", where=path) from None
     if tok.pad_token_id is None:  # padding positions are masked out of the loss and attention anyway
         tok.pad_token = tok.eos_token
@@ -348,6 +358,7 @@ def load(cfg: ModelConfig, *, device: str = "cpu", merge_adapters: bool = True, 
     except MedtuneError:
         raise
     except Exception as exc:
+        refuse_remote_code(exc, weights)
         raise MedtuneError(f"could not load the model: {type(exc).__name__}: {exc}", where=weights) from None
     tokenizer = load_tokenizer(target if (Path(target) / "tokenizer_config.json").is_file() else weights,
                                cfg.trust_remote_code)

@@ -125,6 +125,13 @@ def _rest_of_choices(model, cache, ctx_mask, rows, encoded, results, pad, device
     """Tokens 2..n of multi-token choices, on the cached contexts (cache rows repeated per choice)."""
     import torch
 
+    if not hasattr(cache, "reorder_cache"):  # a remote-code model's own cache (tuples, maybe sequence-first)
+        for _, i, j in rows:  # cannot be regrouped by row: each such choice is scored by a full forward
+            ctx, cont = encoded[i][0], encoded[i][1][j]
+            logits = model(input_ids=torch.tensor([ctx + cont[:-1]], device=device), use_cache=False).logits
+            logp = torch.log_softmax(logits[0, len(ctx):].float(), -1)
+            results[i][j] += logp[torch.arange(len(cont) - 1), torch.tensor(cont[1:], device=device)].sum().item()
+        return
     conts = [encoded[i][1][j] for _, i, j in rows]
     width = max(len(c) for c in conts) - 1
     inputs = torch.tensor([c[:-1][:width] + [pad] * (width - len(c) + 1) for c in conts], device=device)
