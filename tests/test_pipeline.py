@@ -126,6 +126,11 @@ def test_a_step_killed_mid_training_resumes_and_ends_like_an_uninterrupted_pipel
     ([{"name": "exam", "run": "eval", "batch_size": 0}], r"p\.yaml: step 'exam': field 'batch_size': got 0; it must be at least 1"),
     ([{"name": "exam", "run": "eval", "mode": "guess"}], r"step 'exam': field 'mode': got 'guess'; it must be one of"),
     ([{"name": "exam", "run": "eval", "limit": "ten"}], r"step 'exam': field 'limit': expected an integer, got 'ten'"),
+    # so are an average step's (AverageStep)
+    ([{"name": "avg", "run": "average", "alpah": 0.5}], r"p\.yaml: step 'avg': unknown key 'alpah' \(did you mean 'alpha'\?\)"),
+    ([{"name": "avg", "run": "average", "alpha": "half"}], r"step 'avg': field 'alpha': expected a finite number, got 'half'"),
+    ([{"name": "avg", "run": "average", "alpha_upper": 1.5}], r"step 'avg': field 'alpha_upper': got 1\.5; it must be between 0 and 1"),
+    ([{"name": "avg", "run": "average", "split_layer": -1}], r"step 'avg': field 'split_layer': got -1; it must be at least 0"),
 ])
 def test_bad_pipeline_recipes_fail_before_anything_runs(tmp_path, steps, message):
     path = tmp_path / "p.yaml"

@@ -25,17 +25,32 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune import runs
+from medtune import config, runs
 from medtune.errors import ConfigError, MedtuneError
 
 TRAINING = ("pt", "sft", "rm", "dpo", "ppo", "grpo")
 KINDS = (*TRAINING, "average", "merge_lora", "eval")
 _STEP_KEYS = {
     "training": {"name", "run", "recipe", "set", "model"},
-    "average": {"name", "run", "base", "tuned", "alpha", "alpha_lower", "alpha_upper", "split_layer"},
     "merge_lora": {"name", "run", "model"},
-    "eval": {"name", "run", "models"},  # and every key of EvalSettings, checked by config.from_dict
+    # an average step's keys are AverageStep's, an eval step's `models` and EvalSettings', checked by from_dict
 }
+
+
+def _share_or_none(v) -> bool:
+    return v is None or 0 <= v <= 1
+
+
+@dataclass
+class AverageStep:
+    """An `average` step: `medtune merge average BASE TUNED` (tuned: the previous step unless given)."""
+
+    base: str = "default"
+    tuned: str | None = None
+    alpha: float = field(default=0.5, metadata=config.check(_share_or_none, "between 0 and 1"))
+    alpha_lower: float | None = field(default=None, metadata=config.check(_share_or_none, "between 0 and 1"))
+    alpha_upper: float | None = field(default=None, metadata=config.check(_share_or_none, "between 0 and 1"))
+    split_layer: int | None = field(default=None, metadata=config.check(lambda v: v is None or v >= 0, "at least 0"))
 
 
 @dataclass
@@ -51,9 +66,7 @@ class Step:
 
 def load(path) -> tuple[Path, list[Step]]:
     """The pipeline recipe at `path`: (output_dir, steps), every step checked before anything runs."""
-    from medtune.config import read_yaml
-
-    data = read_yaml(path)
+    data = config.read_yaml(path)
     extra = set(data) - {"stage", "output_dir", "steps"}
     if extra:
         raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=str(path), hint="a pipeline has stage, output_dir, steps")
@@ -77,9 +90,11 @@ def load(path) -> tuple[Path, list[Step]]:
         if kind not in KINDS:
             raise ConfigError(f"unknown run '{kind}'", where=at, hint=f"choose one of: {', '.join(KINDS)}")
         step = Step(name, kind, {k: v for k, v in item.items() if k not in ("name", "run")})
-        unknown = set(item) - _STEP_KEYS[step.group]
+        unknown = set(item) - _STEP_KEYS.get(step.group, set())
         if step.run == "eval":
             eval_settings(step.options, path, step)  # unknown keys, types and ranges, as a recipe's
+        elif step.run == "average":
+            average_options(step.options, path, step)
         elif unknown:
             raise ConfigError(f"unknown key '{sorted(unknown)[0]}' for a {kind} step", where=at,
                               hint=f"allowed: {', '.join(sorted(_STEP_KEYS[step.group]))}")
@@ -99,7 +114,6 @@ def load(path) -> tuple[Path, list[Step]]:
 def check(path) -> tuple[Path, list[Step]]:
     """`load`, then each training step's recipe with its `set` overrides loaded as its stage would load it
     (unknown keys, wrong types and bad values are reported before anything runs)."""
-    from medtune.config import load_config
     from medtune.stages import get_stage
 
     output_dir, steps = load(path)
@@ -107,7 +121,7 @@ def check(path) -> tuple[Path, list[Step]]:
         if step.group == "training":
             overrides = [f"{k}={json.dumps(v)}" for k, v in (step.options.get("set") or {}).items()
                          if not (isinstance(v, str) and v.startswith("@"))]
-            load_config(get_stage(step.run)[1], step.options["recipe"], overrides, origin=_origin(path, step))
+            config.load_config(get_stage(step.run)[1], step.options["recipe"], overrides, origin=_origin(path, step))
     return output_dir, steps
 
 
@@ -128,11 +142,15 @@ def _origin(path, step: Step):
 def eval_settings(options: dict, path, step: Step):
     """An eval step's options (all but `models`) as the EvalSettings that `medtune eval` would run; a bad one
     names the pipeline file, the step and the key."""
-    from medtune.config import from_dict
     from medtune.eval.runner import EvalSettings
 
     given = {str(k): v for k, v in options.items() if k != "models"}
-    return from_dict(EvalSettings, given, source=f"{path}: step '{step.name}'")
+    return config.from_dict(EvalSettings, given, source=f"{path}: step '{step.name}'")
+
+
+def average_options(options: dict, path, step: Step) -> AverageStep:
+    """An average step's options, checked as a recipe's keys are (naming the pipeline file, step and key)."""
+    return config.from_dict(AverageStep, {str(k): v for k, v in options.items()}, source=f"{path}: step '{step.name}'")
 
 
 def _strings(value):
@@ -168,7 +186,6 @@ def state(folder: Path, step: Step) -> str:
 
 
 def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fresh: bool, path=None) -> None:
-    from medtune.config import load_config
     from medtune.stages import get_stage
 
     opts = _resolve(step.options, folders)
@@ -179,16 +196,16 @@ def _run_step(step: Step, folder: Path, previous: str | None, folders: dict, fre
         if model:
             overrides.append(f"model.name_or_path={model}")
         overrides += [f"output_dir={folder}", "resume=false" if fresh else "resume=true", f"overwrite={str(fresh).lower()}"]
-        module.run(load_config(cls, opts["recipe"], overrides, origin=_origin(path, step)))
+        module.run(config.load_config(cls, opts["recipe"], overrides, origin=_origin(path, step)))
     elif step.run == "average":
         from medtune import merge
 
-        tuned = opts.get("tuned") or previous
+        avg = average_options(opts, path, step)
+        tuned = avg.tuned or previous
         if not tuned:
-            raise ConfigError("an average step needs `tuned` (or an earlier step)", where=f"step {step.name}")
-        merge.average(opts.get("base", "default"), tuned, folder, alpha=float(opts.get("alpha", 0.5)),
-                      alpha_lower=opts.get("alpha_lower"), alpha_upper=opts.get("alpha_upper"),
-                      split_layer=opts.get("split_layer"), overwrite=True)
+            raise ConfigError("an average step needs `tuned` (or an earlier step)", where=f"{path}: step '{step.name}'")
+        merge.average(avg.base, tuned, folder, alpha=avg.alpha, alpha_lower=avg.alpha_lower,
+                      alpha_upper=avg.alpha_upper, split_layer=avg.split_layer, overwrite=True)
     elif step.run == "merge_lora":
         from medtune import merge
 
