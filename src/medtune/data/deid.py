@@ -707,8 +707,6 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                          r"(?![A-Za-z0-9-])", _FI), _whole, ("[at]", "(at)", "{at}")),
     ("URL", re.compile(r"(?<![\w@/.])(?:https?://|www\.)[^\s<>\"'，。；、）)（(]+", _FI), _url, ("http", "www.")),
     # -- PHONE: candidates of digits and separators, checked by libphonenumber
-    ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d(?:[\d()\-/]|\.(?=\d)| (?=[\d(])){5,22}\d" + _PHONE_END, _F),
-     _phone, None),
     ("PHONE", re.compile(r"(?:\b(?:tel(?:ephone)?|phone|ph|mobile|mob|cell(?:phone)?|fax|contact\s+(?:number|no\.?)|"
                          r"call)(?![A-Za-z])\.?\)?\s*(?:(?:number|no\.?|#)\s*)?(?:[:：]\s*|at\s+|on\s+)?"
                          r"|(?:联系电话|聯絡電話|电话号码|電話號碼|电话|電話|手机号码|手机号|手机|手機|座机|传真|傳真|联系方式|聯絡方式|固话)"
@@ -790,7 +788,11 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                       r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)", _F), _ipv4, (".",)),
     ("IP", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
                       r"(?![\w:]|\.\d)", _F), _ipv6, (":",)),
+    # last: a candidate inside a span already found by a rule that would win it is not parsed (find_phi)
+    ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d(?:[\d()\-/]|\.(?=\d)| (?=[\d(])){5,22}\d" + _PHONE_END, _F),
+     _phone, None),
 ]
+_PHONE_PATTERN = _RULES[-1][1]
 _ANY_DIGIT = re.compile(r"\d")
 _DATE_RE = re.compile(_DATE, _FI)
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
@@ -883,6 +885,9 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
         if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE", "DATE"):
             continue  # every other rule needs a digit
         for m in pattern.finditer(text):
+            if pattern is _PHONE_PATTERN and any(s <= m.start() and m.end() <= e and _PRIORITY[t] < _PRIORITY["PHONE"]
+                                                 for s, e, t in candidates):
+                continue  # libphonenumber is the slow part; this span is already taken by a stronger type
             span = validate(m, text)
             if span is not None and span[1] > span[0]:
                 if typ == "PHONE" and (ext := _EXTENSION.match(text, span[1])):
