@@ -581,3 +581,23 @@ def test_surrogate_keep_year_and_bad_mode():
     assert fake.startswith("DOB: 1952-") and fake != "DOB: 1952-04-17"
     with pytest.raises(MedtuneError):
         deidentify("x", mode="scramble")
+
+
+def test_first_character_hints_do_not_change_matches():
+    """The scanning hint put before each rule's pattern (a look-ahead on its possible first characters) must
+    find exactly what the plain pattern finds."""
+    from pathlib import Path
+
+    from medtune.data import deid
+
+    notes = (Path(__file__).resolve().parents[1] / "bench" / "data" / "deid_notes.txt").read_text(encoding="utf-8")
+    corpus = [notes, MIXED, "Ph: 604-555-0127; 车牌号粤B·D12345; Client IP 138.218.47.187; 身分證字號：A123456789"]
+    hinted = 0
+    for _, pattern, _, _ in deid._RULES:
+        if not pattern.pattern.startswith("(?=["):
+            continue
+        hinted += 1
+        plain = re.compile(pattern.pattern[pattern.pattern.index("])(?:") + 5:-1], pattern.flags)
+        for text in corpus:
+            assert [m.span() for m in pattern.finditer(text)] == [m.span() for m in plain.finditer(text)], plain.pattern
+    assert hinted >= 20

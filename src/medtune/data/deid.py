@@ -233,7 +233,7 @@ _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\
            r"group\s+(?:number|no\.?|#)|(?:medicare|medicaid|health)(?:\s+card)?\s*" + _NUM_WORD + r"|"
            r"(?:medicare|medicaid|health)\s+card|beneficiary\s+(?:ID|number)|health\s+plan\s+" + _NUM_WORD + r"|"
            r"(?:medicare\s+)?MBI|medicaid\s+(?:ID|number|no\.?|#)|(?:BC\s+)?PHN|personal\s+health\s+number|OHIP(?:\s+" + _NUM_WORD + r")?|"
-           r"RAMQ|MSP|health\s+card(?:\s+" + _NUM_WORD + r")?|(?:\w+\s+)?health\s+card|DVA(?:\s+file)?(?:\s+" + _NUM_WORD + r")?|"
+           r"RAMQ|MSP|health\s+card(?:\s+" + _NUM_WORD + r")?|DVA(?:\s+file)?(?:\s+" + _NUM_WORD + r")?|"
            r"policy\s+(?:ID|no\.?)|TPA\s+(?:ID|card|no\.?)|ABHA(?:\s+" + _NUM_WORD + r")?|ESIC?(?:\s+" + _NUM_WORD + r")?|"
            r"claim\s+" + _NUM_WORD + r"|insurance\s+ID|IHI)"
            rf"{_KW_END}{_FILL}"
@@ -793,6 +793,89 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
      _phone, None),
 ]
 _PHONE_PATTERN = _RULES[-1][1]
+
+
+# --------------------------------------------------------------------------- scanning speed
+
+def _first_chars(pattern: re.Pattern) -> str | None:
+    """The characters a match of `pattern` can start with, as a character-class body, or None when that is
+    not a short list (or the stdlib's parser is not where it was). Python's `re` scans every position with
+    every branch of a keyword alternation; a look-ahead on the first character lets it skip most of them."""
+    try:
+        from re import _constants as C
+        from re import _parser as P
+    except ImportError:  # Python 3.10
+        try:
+            import sre_constants as C  # noqa: N812
+            import sre_parse as P  # noqa: N812
+        except ImportError:
+            return None
+
+    def seq_first(items) -> tuple[set[int], bool] | None:
+        """(first characters, whether the sequence can match empty), or None when unknown."""
+        out: set[int] = set()
+        for op, av in items:
+            if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+                continue  # zero-width: look at the next item
+            got = item_first(op, av)
+            if got is None:
+                return None
+            out |= got[0]
+            if not got[1]:
+                return out, False
+        return out, True
+
+    def item_first(op, av) -> tuple[set[int], bool] | None:
+        if op is C.LITERAL:
+            return {av}, False
+        if op is C.IN:
+            out: set[int] = set()
+            for iop, iav in av:
+                if iop is C.LITERAL:
+                    out.add(iav)
+                elif iop is C.RANGE and iav[1] - iav[0] < 64:
+                    out.update(range(iav[0], iav[1] + 1))
+                elif iop is C.CATEGORY and iav is C.CATEGORY_DIGIT and pattern.flags & re.ASCII:
+                    out.update(range(48, 58))
+                else:
+                    return None
+            return out, False
+        if op is C.BRANCH:
+            out, nullable = set(), False
+            for branch in av[1]:
+                got = seq_first(branch)
+                if got is None:
+                    return None
+                out |= got[0]
+                nullable |= got[1]
+            return out, nullable
+        if op is C.SUBPATTERN:
+            return seq_first(av[-1])
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT):
+            got = seq_first(av[2])
+            return None if got is None else (got[0], got[1] or av[0] == 0)
+        return None
+
+    try:
+        got = seq_first(P.parse(pattern.pattern, pattern.flags))
+    except Exception:  # the private parser changed: scan without the hint
+        return None
+    if got is None or got[1] or not got[0] or len(got[0]) > 80:
+        return None  # unknown, can match empty, or too many first characters to help
+    first = got[0]
+    chars = {chr(c) for c in first}
+    if pattern.flags & re.IGNORECASE:
+        chars |= {c.swapcase() for c in chars}
+    return "".join(re.escape(c) for c in sorted(chars))
+
+
+def _with_first_chars(pattern: re.Pattern) -> re.Pattern:
+    first = _first_chars(pattern)
+    return re.compile(f"(?=[{first}])(?:{pattern.pattern})", pattern.flags) if first else pattern
+
+
+_RULES = [(typ, _with_first_chars(p), v, needs) for typ, p, v, needs in _RULES]
+_PHONE_PATTERN = _RULES[-1][1]
 _ANY_DIGIT = re.compile(r"\d")
 _DATE_RE = re.compile(_DATE, _FI)
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
@@ -812,7 +895,7 @@ def _name_rules() -> list[tuple[re.Pattern, Validator]]:
     """The NAME rules, compiled on first use (the Chinese surname list comes from Faker)."""
     if not _NAME_RULES:
         sur = _zh_surname_alt()
-        _NAME_RULES.extend([
+        _NAME_RULES.extend((_with_first_chars(p), v) for p, v in [
             (re.compile(_EN_CUE + rf"(?P<v>{_NAME_SEQ})", _FI), _en_cue_name),
             (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?:[ \t]+[A-Z]\.)?[ \t]+"
                         r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z])", _F), _listed_name),
