@@ -525,7 +525,7 @@ def test_vehicle(text, expected):
     assert out(text) == expected
 
 
-@pytest.mark.parametrize("text", ["license pending", "plate count normal", "车牌未登记", "registration desk"])
+@pytest.mark.parametrize("text", ["license pending", "plate count normal", "车牌未登记", "registration desk", "执业证书编码待补"])
 def test_license_vehicle_negatives(text):
     assert out(text) == text
 
