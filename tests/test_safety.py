@@ -322,3 +322,18 @@ def test_bad_safety_options_are_one_line_and_exit_2(tiny, tmp_path, capsys, args
     assert main(["eval", str(tiny), *args, "-o", str(tmp_path / "ev")]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "ev").exists()  # refused before the model loads
+
+
+def test_judge_without_the_openai_package_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # what `import openai` meets where it is not installed
+    with pytest.raises(MedtuneError, match=r"needs the openai package.*medtune\[judge\]"):
+        safety.Judge("http://127.0.0.1:9/v1").connect()
+
+
+def test_judge_needs_safety_and_judge_model_needs_judge(tiny, tmp_path, capsys):
+    assert main(["eval", str(tiny), "--health", "--judge", "http://127.0.0.1:9/v1", "-o", str(tmp_path / "a")]) == 2
+    assert "--judge grades the safety answers (add --safety)" in _one_error_line(capsys)
+    assert main(["eval", str(tiny), "--safety", "--judge-model", "m", "-o", str(tmp_path / "b")]) == 2
+    assert "--judge-model names the judge's model (add --judge URL)" in _one_error_line(capsys)
