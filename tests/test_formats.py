@@ -415,3 +415,26 @@ def test_chatdoctor_alpaca_array_loads_unchanged():
 
 def test_medicalgpt_pretraining_text_loads():
     assert len(load_texts(shared("medicalgpt/en_article_tail500.txt"))) == 426
+
+
+def test_the_json_reading_layer_is_public_and_names_lines(tmp_path):
+    """data/jsonio.py: what formats, preference, tasks, clean, rm and grpo read files with."""
+    from medtune.data import jsonio
+
+    array = tmp_path / "a.json"
+    array.write_bytes(b'\xef\xbb\xbf[\n  {"text": "one"},\n\n  {"text": "two",\n   "n": 2}\n]\n')
+    assert [(line, r["text"]) for line, r in jsonio.iter_objects(array)] == [(2, "one"), (4, "two")]
+    lines = tmp_path / "a.jsonl"
+    lines.write_bytes(b'{"text": "ok"}\n\n{"text": 3}\n')
+    (line, first), (bad_line, bad) = jsonio.iter_objects(lines)
+    assert (line, jsonio.get_str(lines, line, first, "text", "text")) == (1, "ok")
+    with pytest.raises(DataError, match=r"a\.jsonl:3: field 'text': must be a string, got number"):
+        jsonio.get_str(lines, bad_line, bad, "text", "text")
+    text = tmp_path / "t.txt"
+    text.write_bytes(b"fine\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"t\.txt:2: not valid UTF-8: byte 0xe9 at byte 4 of the line \(offset 8"):
+        list(jsonio.iter_lines(text))
+    with pytest.raises(DataError, match="file not found"):
+        jsonio.require_file(tmp_path / "missing.jsonl")
+    assert [jsonio.json_type(v) for v in (None, True, 1.5, "x", [], {})] == [
+        "null", "boolean", "number", "string", "array", "object"]

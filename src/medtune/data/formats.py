@@ -14,6 +14,7 @@ Pretraining text is ``.txt`` (one document per line, or blank-line separated par
 
 Every problem in a user's file is a :class:`~medtune.errors.DataError` naming the file, the line,
 the field and what to do; checking stops at the first one, so nothing trains on a file that fails.
+Bytes, lines and JSON records are read by data/jsonio.py; this module knows what the records must hold.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from medtune.data.jsonio import get_list, get_str, iter_jsonl, iter_lines, iter_objects, json_type, open_bytes, require_file
+from medtune.data.jsonio import (get_list, get_str, iter_jsonl, iter_lines, iter_objects, json_type, open_bytes,
+                                 require_file)
 from medtune.errors import DataError
 
 FORMATS = ("messages", "sharegpt", "alpaca")
@@ -37,6 +39,7 @@ TEXT_MODES = ("line", "paragraph")
 CJK_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"  # Han ideographs, for a [...] class
 CJK = re.compile(f"[{CJK_RANGES}]")
 _LATIN = re.compile("[A-Za-z\u00c0-\u024f]")
+
 _HINT_SHAPE = (
     "expected 'messages' (OpenAI), 'conversations' (ShareGPT) or 'instruction'/'output' (Alpaca); "
     "see docs/data-formats.md"
@@ -75,7 +78,8 @@ def _shape_of(record: dict) -> str | None:
 
 
 def turns_messages(path, line, record: dict) -> list[tuple]:
-    """OpenAI ``{"messages": [{"role", "content"}, ...]}``; other keys are ignored."""
+    """OpenAI ``{"messages": [{"role", "content"}, ...]}``; an assistant's ``reasoning_content`` (thinking models)
+    becomes a leading ``<think>...</think>`` block of its content; other keys are ignored."""
     items = get_list(path, line, record, "messages", '"messages": [{"role": "user", "content": "..."}, ...]')
     turns = []
     for i, item in enumerate(items):
@@ -86,7 +90,11 @@ def turns_messages(path, line, record: dict) -> list[tuple]:
         role = get_str(path, line, item, "role", f"{at}.role")
         if role not in ROLES:
             raise DataError(path, line, f"{at}.role", f"unknown role {role!r}", "allowed roles: system, user, assistant")
-        turns.append((role, get_str(path, line, item, "content", f"{at}.content"), f"{at}.role", f"{at}.content"))
+        content = get_str(path, line, item, "content", f"{at}.content")
+        thought = get_str(path, line, item, "reasoning_content", f"{at}.reasoning_content", optional=True)
+        if role == "assistant" and thought and thought.strip():  # one form for reasoning: a leading <think> block
+            content = f"<think>\n{thought.strip(chr(10))}\n</think>\n\n{content}"
+        turns.append((role, content, f"{at}.role", f"{at}.content"))
     return turns
 
 

@@ -1,10 +1,10 @@
-"""Reading JSON and JSON Lines files, one record at a time, with errors that name the line.
+"""Reading JSON and JSON Lines files one record at a time, with errors that name the line.
 
 The layer under every data file medtune reads (dialogues, preference pairs, benchmark items, pretraining
-text): files are decoded one line at a time (UTF-8, an optional BOM; UTF-16 is refused with the command that
-converts it), JSON Lines are parsed line by line and a JSON array element by element, so a bad record is a
-DataError naming the file, the line where that record starts, the field and what to do, and a large file is
-never held in memory as text.
+text). Text is UTF-8 with an optional BOM (a UTF-16 file is refused with the command that converts it); JSON
+Lines are decoded and parsed one line at a time, in constant memory; a JSON array is read whole, then parsed
+element by element. A bad record is a DataError naming the file, the line where that record starts, the field
+and what to do.
 
     for line, record in iter_objects(path):          # JSONL or a JSON array; each record a JSON object
         text = get_str(path, line, record, "text", "text")
