@@ -66,7 +66,8 @@ def complete(cm: ChatModel, messages: list[dict], settings: GenerationSettings, 
     one request inline. With `stream` (a file), text is written as it comes, then a newline."""
     from medtune.serve.engine import Engine
 
-    enc = templates.encode_dialogue(cm.tokenizer, cm.fmt, messages, add_generation_prompt=True)
+    enc = templates.encode_dialogue(cm.tokenizer, cm.fmt, messages, add_generation_prompt=True,
+                                    enable_thinking=settings.enable_thinking)
     engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=1, max_queue=0)
 
     def write(text):

@@ -160,6 +160,7 @@ def cmd_chat(ns) -> int:
     settings = chat.GenerationSettings(
         temperature=ns.temperature, top_p=ns.top_p, max_new_tokens=ns.max_new_tokens,
         repetition_penalty=ns.repetition_penalty, no_repeat_ngram_size=ns.no_repeat_ngram_size,
+        enable_thinking=ns.enable_thinking,
     )
     return chat.main(ns.model, settings, prompt=ns.prompt, system=ns.system, template=ns.template,
                      trust_remote_code=ns.trust_remote_code)
@@ -172,7 +173,7 @@ def cmd_serve(ns) -> int:
         host=ns.host, port=ns.port, api_key=ns.api_key if ns.api_key is not None else os.environ.get("MEDTUNE_API_KEY"),
         max_concurrency=ns.max_concurrency, max_queue=ns.max_queue, max_input_tokens=ns.max_input_tokens,
         max_tokens=ns.max_tokens, system_prompt=ns.system_prompt, template=ns.template, timeout_s=ns.timeout,
-        trust_remote_code=ns.trust_remote_code,
+        trust_remote_code=ns.trust_remote_code, enable_thinking=ns.enable_thinking,
     )
     from medtune.chat import load_chat_model
 
@@ -388,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--repetition-penalty", type=float_option(0, low_open=True), default=1.1, help="1.0 = off (default 1.1)")
     c.add_argument("--no-repeat-ngram-size", type=count, default=0, help="forbid repeating n-grams of this size (default 0 = off)")
     c.add_argument("--trust-remote-code", action="store_true")
+    c.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="thinking templates (Qwen3): reason first, or --no-enable-thinking to answer directly "
+                   "(default: the template's own)")
     c.set_defaults(func=cmd_chat)
 
     sv = sub.add_parser("serve", help="an OpenAI-compatible API and a web chat for a model or run, with batched "
@@ -404,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--template", help="override the chat template (default: the run's or the tokenizer's)")
     sv.add_argument("--timeout", type=float_option(0, low_open=True), default=600, help="seconds a reply may run; then it ends as 'length' (default 600)")
     sv.add_argument("--trust-remote-code", action="store_true")
+    sv.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
+                    help="thinking templates (Qwen3): the default for requests that do not say (a request may send "
+                    "enable_thinking or chat_template_kwargs.enable_thinking)")
     sv.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("eval", help="benchmarks, general-text perplexity and generation health of a model or run")
@@ -436,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "http://127.0.0.1:8000/v1; key in MEDTUNE_JUDGE_API_KEY) to grade each answer")
     e.add_argument("--judge-model", help="the judge's model name (default: the first the endpoint lists)")
     e.add_argument("--template", help="chat template override for generate mode and --health")
+    e.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="generate mode, thinking templates (Qwen3): reason before answering or not (default: the "
+                   "template's own); the answer is read after the reasoning block")
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="print eval folders side by side (with -o: an HTML report too)")
     e.add_argument("-o", "--output-dir", help="where results go (default runs/eval-<model name>)")

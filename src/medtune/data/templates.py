@@ -12,6 +12,14 @@ Trained positions (`assistant_mask`) are each assistant message's content plus t
 follows it up to and including the first special token (the end-of-turn token, e.g. `<|im_end|>`).
 When a template puts no special token after an assistant turn, the tokenizer's EOS is appended and
 trained, so every trained turn ends with a token that stops generation.
+
+Reasoning (thinking models): an assistant message's reasoning is its `reasoning_content`, or a leading
+`<think>...</think>` block of its content (data/formats.py folds `reasoning_content` into that block). A
+template that knows thinking (Qwen3's own, which reads `reasoning_content` and `enable_thinking`; the fallbacks
+`qwen3` and `qwen3_nothink`) gets the reasoning as `reasoning_content` and places it itself (Qwen3 keeps it only
+for the turns after the last user message; `qwen3_nothink` never). `reasoning="train"` trains the reasoning
+with its `<think>`/`</think>` markers; `"mask"` leaves them out of the loss (the answer after them is trained).
+A template that does not know thinking keeps the block inside the content, trained or masked the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +34,28 @@ from medtune.errors import MedtuneError
 _CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Qwen3-style thinking: reasoning is rendered in a <think> block for the assistant turns after the last user
+# message (earlier turns' reasoning is not shown again); `enable_thinking=false` opens the reply with an empty
+# block. `qwen3_nothink` never renders reasoning and always opens with the empty block.
+_QWEN3_HEAD = (
+    "{% set ns = namespace(last_user=-1) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{% set ns.last_user = loop.index0 %}{% endif %}{% endfor %}"
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
+    "{% if loop.index0 > ns.last_user %}"
+)
+_QWEN3_TAIL = (
+    "{% endif %}{{ m['content'] + '<|im_end|>\n' }}"
+    "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+)
+_QWEN3 = (
+    _QWEN3_HEAD + "{{ '<think>\n' + (m['reasoning_content'] if m['reasoning_content'] is defined else '') + '\n</think>\n\n' }}"
+    + _QWEN3_TAIL + "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}"
+    "{% endif %}{% endif %}"
+)
+_QWEN3_NOTHINK = (
+    _QWEN3_HEAD + "{{ '<think>\n\n</think>\n\n' }}" + _QWEN3_TAIL + "{{ '<think>\n\n</think>\n\n' }}{% endif %}"
 )
 _QWEN = (
     "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
@@ -70,10 +100,14 @@ class ChatFormat:
     name: str
     jinja: str | None  # None: the tokenizer's own template
     special: tuple[str, ...] = field(default=())
+    thinking: bool = False  # the template places reasoning_content itself (or drops it by design)
 
 
 FALLBACKS = {
     "chatml": ChatFormat("chatml", _CHATML, ("<|im_start|>", "<|im_end|>")),
+    "qwen3": ChatFormat("qwen3", _QWEN3, ("<|im_start|>", "<|im_end|>", "<think>", "</think>"), thinking=True),
+    "qwen3_nothink": ChatFormat("qwen3_nothink", _QWEN3_NOTHINK, ("<|im_start|>", "<|im_end|>", "<think>", "</think>"),
+                                thinking=True),
     "qwen": ChatFormat("qwen", _QWEN, ("<|im_start|>", "<|im_end|>")),
     "llama3": ChatFormat(
         "llama3", _LLAMA3, ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
@@ -91,7 +125,7 @@ def resolve_format(tokenizer, name: str = "auto") -> ChatFormat:
     """`auto`: the tokenizer's own template if it has one, else chatml. `tokenizer`: its own, or an error."""
     if name in ("auto", "tokenizer"):
         if getattr(tokenizer, "chat_template", None):
-            return ChatFormat("tokenizer", None)
+            return ChatFormat("tokenizer", None, thinking=knows_thinking(tokenizer.chat_template))
         if name == "tokenizer":
             raise MedtuneError(
                 "this tokenizer has no chat template",
@@ -101,6 +135,33 @@ def resolve_format(tokenizer, name: str = "auto") -> ChatFormat:
     if name not in FALLBACKS:
         raise MedtuneError(f"unknown chat template '{name}'", hint=f"choose one of: {', '.join(TEMPLATE_NAMES)}")
     return FALLBACKS[name]
+
+
+def knows_thinking(source) -> bool:
+    """A template that reads `reasoning_content` or `enable_thinking` (Qwen3's, DeepSeek-R1's) places reasoning
+    itself; any other gets it inside the content."""
+    return isinstance(source, str) and ("reasoning_content" in source or "enable_thinking" in source)
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """(reasoning, answer) of an assistant message whose content opens with a `<think>...</think>` block;
+    (None, text) when it does not."""
+    body = text.lstrip()
+    if body.startswith(THINK_OPEN) and THINK_CLOSE in body:
+        reasoning, _, answer = body[len(THINK_OPEN):].partition(THINK_CLOSE)
+        return reasoning.strip("\n"), answer.lstrip("\n")
+    return None, text
+
+
+def strip_reasoning(reply: str) -> str:
+    """The answer of a generated reply: what follows the last `</think>`; "" when a `<think>` block was opened
+    and never closed (the reply ran out while reasoning); the reply itself when it has no reasoning."""
+    if THINK_CLOSE in reply:
+        return reply.rpartition(THINK_CLOSE)[2].strip()
+    return "" if reply.lstrip().startswith(THINK_OPEN) else reply
 
 
 def missing_special_tokens(tokenizer, fmt: ChatFormat) -> list[str]:
@@ -128,21 +189,29 @@ class Encoded:
     turn_ends: list[int]  # index just past each trained assistant turn (its end token included)
 
 
-def _markers(messages) -> tuple[str, str]:
+def _markers(messages, extra=()) -> tuple[str, str]:
     """Two private-use characters that occur in no message: placeholders `OPEN index CLOSE` then cannot be
     confused with anything a user wrote (any text is accepted, private-use characters included)."""
-    used = set().union(*(m["content"] for m in messages)) if messages else set()
+    used = set().union(*(m["content"] for m in messages), *extra) if messages else set()
     for code in range(0xE000, 0xF8FF, 2):
         if chr(code) not in used and chr(code + 1) not in used:
             return chr(code), chr(code + 1)
     raise MedtuneError("a dialogue uses every private-use character (U+E000-U+F8FF); medtune needs two to mark turns")
 
 
-def _render(tokenizer, fmt: ChatFormat, messages, add_generation_prompt: bool, markers: tuple[str, str]) -> str:
+def _render(tokenizer, fmt: ChatFormat, messages, add_generation_prompt: bool, markers: tuple[str, str],
+            thoughts=None, enable_thinking: bool | None = None) -> str:
+    """The template's text with placeholders: message i's content is `OPEN i CLOSE`, its reasoning (when
+    `thoughts[i]` is not None) `OPEN n+i CLOSE`, given as `reasoning_content`."""
+    n = len(messages)
     slots = [{"role": m["role"], "content": f"{markers[0]}{i}{markers[1]}"} for i, m in enumerate(messages)]
+    for i, thought in enumerate(thoughts or []):
+        if thought is not None:
+            slots[i]["reasoning_content"] = f"{markers[0]}{n + i}{markers[1]}"
+    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     try:
         return tokenizer.apply_chat_template(
-            slots, chat_template=fmt.jinja, tokenize=False, add_generation_prompt=add_generation_prompt
+            slots, chat_template=fmt.jinja, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
         )
     except Exception as exc:  # a template's own raise_exception(): roles out of order, system not allowed...
         raise MedtuneError(f"chat template '{fmt.name}' rejected the dialogue: {exc}") from None
@@ -180,7 +249,7 @@ def without_default_system(tokenizer, fmt: ChatFormat) -> ChatFormat | None:
     if not isinstance(source, str) or not default.strip():
         return None
     edited = _LITERAL.sub(lambda m: "''" if default.strip() in m.group() else m.group(), source)
-    new = ChatFormat(fmt.name, edited, fmt.special)
+    new = ChatFormat(fmt.name, edited, fmt.special, fmt.thinking)
     markers = ("\ue000", "\ue001")
     probes = ([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
               [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
@@ -199,25 +268,67 @@ def end_token_ids(tokenizer) -> set[int]:
     return set(tokenizer.all_special_ids)
 
 
-def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prompt: bool = False) -> Encoded:
-    """Token ids of `messages` under `fmt`, with the positions to train (assistant turns + end tokens)."""
-    markers = _markers(messages)
-    text = _render(tokenizer, fmt, messages, add_generation_prompt, markers)
+def _thoughts(fmt: ChatFormat, messages) -> tuple[list[str], list[str | None], list[int]]:
+    """Per message: the content to render, the reasoning the template places (None: none), and how many leading
+    characters of the content are a reasoning block kept inline (a template that does not know thinking)."""
+    contents, thoughts, inline = [], [], []
+    for m in messages:
+        thought, answer = None, m["content"]
+        if m["role"] == "assistant":
+            thought, answer = (m["reasoning_content"], m["content"]) if m.get("reasoning_content") else \
+                split_reasoning(m["content"])
+        if thought is not None and not fmt.thinking:  # no place for it in the template: the block stays in the text
+            block = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n\n"
+            contents.append(block + answer)
+            thoughts.append(None)
+            inline.append(len(block))
+        else:
+            contents.append(answer)
+            thoughts.append(thought)
+            inline.append(0)
+    return contents, thoughts, inline
+
+
+def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prompt: bool = False,
+                    reasoning: str = "train", enable_thinking: bool | None = None) -> Encoded:
+    """Token ids of `messages` under `fmt`, with the positions to train (assistant turns + end tokens).
+
+    reasoning: `train` (the assistant's reasoning and its <think> markers are trained) or `mask` (not).
+    enable_thinking: passed to a template that reads it (Qwen3: False opens the reply with an empty block)."""
+    if reasoning not in ("train", "mask"):
+        raise MedtuneError(f"unknown reasoning setting '{reasoning}'", hint="choose train or mask")
+    train_thought = reasoning == "train"
+    n = len(messages)
+    contents, thoughts, inline = _thoughts(fmt, messages)
+    markers = _markers(messages, [t for t in thoughts if t])
+    text = _render(tokenizer, fmt, messages, add_generation_prompt, markers, thoughts, enable_thinking)
     pieces = re.split(f"{markers[0]}(\\d+){markers[1]}", text)  # [template, idx, template, idx, ..., template]
     seen = [int(i) for i in pieces[1::2]]
-    if sorted(seen) != list(range(len(messages))):
+    if sorted(i for i in seen if i < n) != list(range(n)) or len(set(seen)) != len(seen):
         raise MedtuneError(
             f"chat template '{fmt.name}' drops or repeats message content, so turns cannot be located",
             hint="choose a fallback template with template=chatml (or another named one)",
         )
     specials = end_token_ids(tokenizer)
+
+    def text_ids(piece):
+        return tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"] if piece else []
+
     ids: list[int] = []
     mask: list[bool] = []
     turn_ends: list[int] = []
     train_next_template = False
     for k, piece in enumerate(pieces):
         if k % 2 == 0:  # template text
-            toks = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+            opens_thought = train_thought and k + 1 < len(pieces) and int(pieces[k + 1]) >= n
+            if k > 0 and int(pieces[k - 1]) >= n:  # between a reasoning and its answer (`</think>`)
+                toks = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+                ids.extend(toks)
+                mask.extend([train_thought] * len(toks))
+                continue
+            cut = piece.rfind(THINK_OPEN) if opens_thought else -1
+            head, tail = (piece[:cut], piece[cut:]) if cut >= 0 else (piece, "")
+            toks = tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
             if train_next_template:
                 end = next((j for j, t in enumerate(toks) if t in specials), None)
                 if end is None:  # the template closes the turn with no control token: append EOS
@@ -234,12 +345,22 @@ def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prom
             else:
                 ids.extend(toks)
                 mask.extend([False] * len(toks))
-        else:
-            message = messages[int(piece)]
-            toks = tokenizer(message["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
-            is_assistant = message["role"] == "assistant"
+            if tail:  # `<think>` opening a trained reasoning: the model writes it
+                toks = tokenizer(tail, add_special_tokens=False)["input_ids"]
+                ids.extend(toks)
+                mask.extend([True] * len(toks))
+        elif int(piece) >= n:  # a reasoning the template placed
+            toks = text_ids(thoughts[int(piece) - n])
             ids.extend(toks)
-            mask.extend([is_assistant] * len(toks))
+            mask.extend([train_thought] * len(toks))
+        else:
+            i = int(piece)
+            is_assistant = messages[i]["role"] == "assistant"
+            block, answer = contents[i][: inline[i]], contents[i][inline[i]:]
+            for part, trained in ((block, is_assistant and train_thought), (answer, is_assistant)):
+                toks = text_ids(part)
+                ids.extend(toks)
+                mask.extend([trained] * len(toks))
             train_next_template = is_assistant
     return Encoded(ids, mask, turn_ends)
 

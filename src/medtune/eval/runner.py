@@ -50,6 +50,7 @@ class EvalSettings:
     health_langs: list[str] = field(default_factory=list)
     template: str | None = None
     trust_remote_code: bool = False
+    enable_thinking: bool | None = None  # generate mode, thinking templates; the answer after </think> is scored
     safety: bool = False  # the safety prompts and rubrics (eval/safety.py, docs/safety.md)
     safety_prompts: str | None = None
     safety_langs: list[str] = field(default_factory=list)
@@ -108,12 +109,14 @@ def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[d
             rows.append({"id": it.id, "gold": it.answer, "pred": p, "scores": [round(x, 4) for x in sc]})
     else:
         from medtune import chat
+        from medtune.data import templates
 
-        greedy = chat.GenerationSettings(temperature=0.0, max_new_tokens=s.max_new_tokens, repetition_penalty=1.0)
+        greedy = chat.GenerationSettings(temperature=0.0, max_new_tokens=s.max_new_tokens, repetition_penalty=1.0,
+                                         enable_thinking=s.enable_thinking)
         preds, norm = [], None
         for it in items:
             text, stopped = chat.generate(cm, [{"role": "user", "content": _generate_prompt(task, it, _lang(it))}], greedy)
-            pred = scoring.extract_choice(text, it.choice_labels, it.choices)
+            pred = scoring.extract_choice(templates.strip_reasoning(text), it.choice_labels, it.choices)
             preds.append(pred)
             rows.append({"id": it.id, "gold": it.answer, "pred": pred, "answer": text, "stopped": stopped})
             bar.update(1)

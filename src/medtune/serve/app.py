@@ -69,6 +69,7 @@ class ServeSettings:
     timeout_s: float = 600.0
     max_body_bytes: int = 1 << 20
     trust_remote_code: bool = False
+    enable_thinking: bool | None = None  # thinking templates (Qwen3): the default when a request does not say
 
 
 def check_settings(s: ServeSettings) -> None:
@@ -183,6 +184,15 @@ class ChatRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    enable_thinking: bool | None = None  # thinking templates (Qwen3); also read from chat_template_kwargs (vLLM's)
+    chat_template_kwargs: dict | None = None
+
+    def thinking(self) -> bool | None:
+        """The request's enable_thinking: its own field, else chat_template_kwargs' (vLLM's form), else None."""
+        if self.enable_thinking is not None:
+            return self.enable_thinking
+        value = (self.chat_template_kwargs or {}).get("enable_thinking")
+        return value if isinstance(value, bool) else None
 
 
 def parse_request(raw: bytes) -> ChatRequest:
@@ -279,14 +289,17 @@ class Server:
             frequency_penalty=req.frequency_penalty or 0.0, presence_penalty=req.presence_penalty or 0.0,
             stop=tuple(stop), seed=req.seed, timeout_s=self.settings.timeout_s)
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+    def prompt_ids(self, messages: list[dict], enable_thinking: bool | None = None) -> list[int]:
         from medtune.data import templates
 
+        if enable_thinking is None:
+            enable_thinking = self.settings.enable_thinking
         system = self.settings.system_prompt or self.card.get("system_prompt")
         if system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system}, *messages]
         try:
-            ids = templates.encode_dialogue(self.cm.tokenizer, self.cm.fmt, messages, add_generation_prompt=True).input_ids
+            ids = templates.encode_dialogue(self.cm.tokenizer, self.cm.fmt, messages, add_generation_prompt=True,
+                                            enable_thinking=enable_thinking).input_ids
         except MedtuneError as exc:
             raise ApiError(400, str(exc), param="messages") from None
         if len(ids) > self.settings.max_input_tokens:
@@ -378,7 +391,7 @@ def create_app(server: Server):
         req = parse_request(await read_body(request))
         messages = check_messages(req.messages)
         params = server.sampling(req)
-        prompt = server.prompt_ids(messages)
+        prompt = server.prompt_ids(messages, req.thinking())
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
 

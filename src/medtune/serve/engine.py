@@ -37,6 +37,8 @@ class GenerationSettings:
 
     temperature 0.7 (0 = greedy), top_p 0.9, max_new_tokens 256, repetition_penalty 1.1 (1.0 = off),
     no_repeat_ngram_size 0 (off; e.g. 4 forbids repeating any 4-gram).
+    enable_thinking: for templates that know thinking (Qwen3's; docs/thinking.md): False asks for an answer
+      without reasoning, True for reasoning first; None (default) leaves the template's own default.
     """
 
     temperature: float = 0.7
@@ -44,6 +46,7 @@ class GenerationSettings:
     max_new_tokens: int = 256
     repetition_penalty: float = 1.1
     no_repeat_ngram_size: int = 0
+    enable_thinking: bool | None = None
 
 
 @dataclass

@@ -44,6 +44,8 @@ class DataConfig:
       weight: 0.8}, {path: general.jsonl, weight: 0.2}] (replay; see data/mixing.py).
     mix_by: examples or tokens: what the weights and counts measure.
     mix_total: size of the mixture (0 = stop when the first source is used up).
+    reasoning: train (default) or mask: whether an assistant's reasoning (`reasoning_content`, or a leading
+      <think>...</think> block) is in the loss (docs/thinking.md).
     """
 
     path: list[str] = field(default_factory=list)
@@ -57,6 +59,7 @@ class DataConfig:
     sources: list[Source] = field(default_factory=list)
     mix_by: Literal["examples", "tokens"] = "examples"
     mix_total: int = field(default=0, metadata=at_least(0))
+    reasoning: Literal["train", "mask"] = "train"
 
 
 # transformers' SchedulerType values, listed here so a recipe is checked without importing transformers
@@ -115,7 +118,7 @@ def encode_examples(dialogues, tokenizer, fmt, data: DataConfig, stats: dict) ->
         if data.system_prompt and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": data.system_prompt}, *messages]
         try:
-            enc = templates.encode_dialogue(tokenizer, fmt, messages)
+            enc = templates.encode_dialogue(tokenizer, fmt, messages, reasoning=data.reasoning)
         except MedtuneError as exc:
             raise MedtuneError(exc.message, where=d.get("source"), hint=exc.hint) from None
         ids, mask = enc.input_ids, enc.assistant_mask
