@@ -95,10 +95,13 @@ def read_data(cfg: DistillConfig):
 
 
 def validate(cfg: DistillConfig) -> list[str]:
-    """`medtune validate`: the data files and the teacher's config and tokenizer; lines to print."""
+    """`medtune validate`: the data files, and the teacher's config and tokenizer when it is a folder already
+    there (a run that an earlier step writes, or a hub id, is checked when the run starts); lines to print."""
     dialogues, fingerprints = read_data(cfg)
-    return [f"data ok: {f['path']}: {f['records']} dialogues" for f in fingerprints] + [
-        "teacher " + models.check_model(cfg.teacher)]
+    lines = [f"data ok: {f['path']}: {f['records']} dialogues" for f in fingerprints]
+    if Path(cfg.teacher.name_or_path).exists():
+        return lines + ["teacher " + models.check_model(cfg.teacher)]
+    return lines + [f"teacher not checked: {cfg.teacher.name_or_path} is no folder here (yet); it loads when the run starts"]
 
 
 def encode(dialogues, tokenizer, fmt, data: DistillData, stats: dict) -> list[dict]:
