@@ -1,6 +1,6 @@
 """The `medtune` command: parse arguments, load the config, call the stage. No training logic here.
 
-Over 500 lines because every command's options are declared here, in one parser (145 `add_argument` lines,
+Over 500 lines because every command's options are declared here, in one parser (most lines are `add_argument`,
 each range-checked): `medtune --help` and tests/test_cli_options.py's sweep over every numeric option see them
 all in one place. Each `cmd_*` function is a few lines that hand the parsed options to the module doing the work.
 """
