@@ -7,7 +7,7 @@ import pytest
 
 from medtune.config import load_config
 from medtune.data import preference
-from medtune.stages import dpo, sft
+from medtune.stages import common, dpo, sft
 from margins import SEED, above, lr, train_seed
 from test_rm import write_pairs
 from tiny import save_tiny
@@ -92,7 +92,7 @@ def test_dpo_chains_from_an_sft_run_whose_model_is_the_reference(tiny_model, pai
     fmt = templates.resolve_format(loaded.tokenizer)
     enc = dpo.encode(preference.read_pair_files(config(sft_run, pairs, tmp_path / "y").data)[0], loaded.tokenizer,
                      fmt, 1024, {})
-    _, val = sft.split_validation(enc, 8, 42)
+    _, val = common.split_validation(enc, 8, 42)
     chosen, _ = dpo.margins(loaded.model, val, loaded.tokenizer.pad_token_id, 4)
     assert chosen == pytest.approx(m["heldout_before"][0], abs=1e-3)
     assert models.load(models.ModelConfig(name_or_path=str(out))).chain == [str(sft_run.resolve()), str(out.resolve())]
@@ -128,3 +128,28 @@ def test_bad_settings_and_data_stop_before_training(tiny_model, pairs, tmp_path)
     assert main(["dpo", f"model.name_or_path={tiny_model}", f"data.path={pairs}", "loss=kto",
                  f"output_dir={tmp_path / 'r'}"]) == 2
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("system_prompt", [None, ""])
+def test_system_prompt_empty_reaches_the_prompts_trl_renders(tmp_path, system_prompt):
+    """dpo's `data.system_prompt: ""` left SmolLM2's default system prompt in the prompts DPOTrainer renders
+    itself from the tokenizer's template (issue 15 item 9)."""
+    from transformers import TrainerCallback
+
+    from test_sft import SMOLLM2_TEMPLATE
+    from tiny import tiny_tokenizer
+
+    seen = []
+
+    class Prompts(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, processing_class=None, **kw):
+            seen.extend(processing_class.decode(row["prompt_ids"]) for row in train_dataloader.dataset)
+
+    model = save_tiny(tmp_path / "smol", tiny_tokenizer(SMOLLM2_TEMPLATE), hidden=32, seed=SEED)
+    data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+    extra = [] if system_prompt is None else ["data.system_prompt="]
+    out = dpo.run(config(model, data, tmp_path / "dpo", "train.max_steps=1", "data.val_size=0", "train.batch_size=2",
+                         *extra), callbacks=[Prompts()])
+    manifest = json.loads((out / "medtune.json").read_text())
+    assert seen and all(("named SmolLM" in text) == (system_prompt is None) for text in seen)
+    assert (manifest["default_system_prompt"] is None) == (system_prompt == "")

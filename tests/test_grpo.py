@@ -306,3 +306,30 @@ def test_cli_exit_code_2_on_bad_input(tiny_model, prompts, tmp_path):
     assert cli.main(["grpo", f"model.name_or_path={tiny_model}", f"data.path={prompts}", "rewards=[nope]",
                      f"output_dir={tmp_path / 'r'}"]) == 2
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("system_prompt", [None, ""])
+def test_system_prompt_empty_reaches_the_template_trl_renders_prompts_with(tmp_path, system_prompt):
+    """grpo's `data.system_prompt: ""` left SmolLM2's default system prompt in the prompts GRPOTrainer renders
+    with the tokenizer's template (issue 15 item 9)."""
+    from transformers import TrainerCallback
+
+    from test_sft import SMOLLM2_TEMPLATE
+    from tiny import tiny_tokenizer
+
+    rendered = []
+
+    class Template(TrainerCallback):
+        def on_train_begin(self, args, state, control, processing_class=None, **kw):
+            rendered.append(processing_class.apply_chat_template([{"role": "user", "content": "Fever?"}],
+                                                                 tokenize=False, add_generation_prompt=True))
+
+    model = save_tiny(tmp_path / "smol", tiny_tokenizer(SMOLLM2_TEMPLATE), hidden=32, seed=SEED)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": QUESTIONS[i % 8], "keywords": ["rest"]}) + "\n" for i in range(8)))
+    extra = [] if system_prompt is None else ["data.system_prompt="]
+    out = grpo.run(config(model, data, tmp_path / "grpo", "train.max_steps=1", "num_generations=2",
+                          "train.batch_size=2", "max_new_tokens=4", *extra), callbacks=[Template()])
+    manifest = json.loads((out / "medtune.json").read_text())
+    assert rendered and ("named SmolLM" in rendered[0]) == (system_prompt is None)
+    assert (manifest["default_system_prompt"] is None) == (system_prompt == "")

@@ -168,3 +168,24 @@ def test_bad_settings_stop_before_training(setup, tmp_path, capsys):
     assert main(["ppo", *base, f"reward_model={reward_model}", "train.batch_size=6", "train.mini_batch_size=4"]) == 2
     assert main(["ppo", *base]) == 2
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("system_prompt", [None, ""])
+def test_system_prompt_empty_means_none_even_when_the_template_has_a_default(setup, tmp_path, system_prompt):
+    """ppo's `data.system_prompt: ""` was documented as none, yet SmolLM2's template added its default system
+    prompt to every prompt (issue 15 item 9)."""
+    from medtune import models
+    from medtune.data import preference, templates
+    from test_sft import SMOLLM2_TEMPLATE
+    from tiny import tiny_tokenizer
+
+    smol = save_tiny(tmp_path / "smol", tiny_tokenizer(SMOLLM2_TEMPLATE), hidden=32, seed=SEED)
+    extra = [] if system_prompt is None else ["data.system_prompt="]
+    out = ppo.run(config(setup, tmp_path / "ppo", "train.steps=1", "train.batch_size=2", "train.mini_batch_size=2",
+                         "data.max_samples=4", *extra, policy=smol))
+    manifest = json.loads((out / "medtune.json").read_text())
+    tok = models.load_tokenizer(str(out))
+    prompt_ids, _ = preference.encode_pair(tok, templates.resolve_format(tok, manifest["model"]["template"]),
+                                           [{"role": "user", "content": "Fever?"}], "Rest.")
+    assert ("named SmolLM" in tok.decode(prompt_ids)) == (system_prompt is None)
+    assert (manifest["default_system_prompt"] is None) == (system_prompt == "")

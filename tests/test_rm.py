@@ -157,3 +157,30 @@ def test_rm_cli_scores_a_dialogue_file_and_refuses_a_run_without_a_head(tiny_mod
     assert len(rows) == 1 and isinstance(rows[0]["reward"], float)
     assert main(["rm", "score", str(tiny_model), str(dialogues)]) == 2
     assert "not a reward model run" in capsys.readouterr().err
+
+
+def _renders_default(tokenizer, fmt) -> bool:
+    """True when a prompt without a system message is rendered with SmolLM2's default system prompt."""
+    prompt_ids, _ = preference.encode_pair(tokenizer, fmt, [{"role": "user", "content": "Fever?"}], "Rest.")
+    return "named SmolLM" in tokenizer.decode(prompt_ids)
+
+
+@pytest.mark.parametrize("system_prompt", [None, ""])
+def test_system_prompt_empty_means_none_even_when_the_template_has_a_default(tmp_path, capsys, system_prompt):
+    """rm's `data.system_prompt: ""` was documented as none, yet SmolLM2's template added its default system
+    prompt to every pair (issue 15 item 9). Unset keeps the template's own; "" takes the default out."""
+    from medtune.data import templates
+    from test_sft import SMOLLM2_TEMPLATE
+
+    model = save_tiny(tmp_path / "smol", tiny_tokenizer(SMOLLM2_TEMPLATE), hidden=32, seed=SEED)
+    data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+    extra = [] if system_prompt is None else ["data.system_prompt="]
+    out = rm.run(config(model, data, tmp_path / "rm", "train.max_steps=1", "data.val_size=0", *extra))
+    manifest = json.loads((out / "medtune.json").read_text())
+    tok = models.load_tokenizer(str(out))
+    fmt = templates.resolve_format(tok, manifest["model"]["template"])  # what ppo/grpo score with
+    if system_prompt == "":
+        assert not _renders_default(tok, fmt) and manifest["default_system_prompt"] is None
+        assert "taken out of the run's template" in capsys.readouterr().out
+    else:
+        assert _renders_default(tok, fmt) and "named SmolLM" in manifest["default_system_prompt"]

@@ -399,7 +399,9 @@ class PreferenceData:
       its start. drop: the pair is skipped. Every case is counted in the run's summary and data_stats.
     val_size: held-out share (0 < x < 1) or count (x >= 1) of pairs for the pairwise metrics.
     max_samples: use only the first N pairs of each file (0 = all).
-    system_prompt: a system message added to prompts that have none ("" = none).
+    system_prompt: a system message added to prompts that have none. Unset (null): the chat template's own
+      behaviour (SmolLM2's inserts its default prompt); "": none at all (the default taken out of the run's
+      template; docs/templates.md).
     """
 
     path: list[str] = field(default_factory=list)
@@ -409,7 +411,7 @@ class PreferenceData:
     truncation: Literal["drop", "keep_end", "keep_start"] = "keep_end"
     val_size: float = field(default=0.1, metadata=at_least(0))
     max_samples: int = field(default=0, metadata=at_least(0))
-    system_prompt: str = ""
+    system_prompt: str | None = None
 
 
 def check_limits(max_length: int, max_prompt_length: int | None, max_answer_length: int | None,

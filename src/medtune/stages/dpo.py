@@ -36,7 +36,8 @@ from medtune.data import preference
 from medtune.data.preference import PreferenceData
 from medtune.errors import MedtuneError
 from medtune.models import LoraConfig, ModelConfig
-from medtune.stages.sft import TrainConfig, bf16_wanted, split_validation
+from medtune.stages import common
+from medtune.stages.common import TrainConfig
 
 LOSSES = ("dpo", "ipo", "hinge", "orpo", "simpo")
 USES_REFERENCE = ("dpo", "ipo", "hinge")
@@ -152,22 +153,13 @@ def margin_metrics(before: tuple, after: tuple) -> dict:
 
 def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir: Path, callbacks):
     """The TRL trainer for `cfg.loss`, its arguments mapped from our recipe."""
-    import torch
     from datasets import Dataset
 
     t = cfg.train
-    eval_steps = t.eval_steps if val_rows and t.eval_steps > 0 else None
-    common = dict(
-        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup,
-        weight_decay=t.weight_decay, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
-        bf16=bf16_wanted(t.bf16), fp16=t.fp16, activation_checkpointing=t.gradient_checkpointing,
-        logging_steps=t.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
-        seed=t.seed, data_seed=t.seed, use_cpu=not torch.cuda.is_available(), report_to=["tensorboard"],
+    common_args = dict(
+        common.trainer_arguments(t, run_dir, bool(val_rows)),
         max_length=cfg.data.max_length + 8,  # TRL re-tokenises pairs we already fitted (preference.fit_pairs)
-        dataset_num_proc=None, disable_tqdm=False,
+        dataset_num_proc=None,
     )
     peft_config = models.peft_lora_config(model, cfg.lora) if cfg.lora.method != "full" else None
     if cfg.lora.method == "qlora":
@@ -182,7 +174,7 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
         from trl import DPOConfig as TRLDPOConfig
         from trl import DPOTrainer
 
-        args = TRLDPOConfig(**common, loss_type=[{"dpo": "sigmoid"}.get(cfg.loss, cfg.loss)], beta=cfg.beta,
+        args = TRLDPOConfig(**common_args, loss_type=[{"dpo": "sigmoid"}.get(cfg.loss, cfg.loss)], beta=cfg.beta,
                             precompute_ref_log_probs=cfg.precompute_ref)
         # full fine-tuning: TRL would reload the reference from the hub id in the config (wrong for a chained
         # run), so hand it a frozen copy of the starting weights
@@ -192,10 +184,10 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
     if cfg.loss == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return ORPOTrainer(args=ORPOConfig(**common, beta=cfg.beta, remove_unused_columns=False), **kwargs)
+        return ORPOTrainer(args=ORPOConfig(**common_args, beta=cfg.beta, remove_unused_columns=False), **kwargs)
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=cfg.beta, simpo_gamma=cfg.simpo_gamma,
+    args = CPOConfig(**common_args, loss_type="simpo", cpo_alpha=0.0, beta=cfg.beta, simpo_gamma=cfg.simpo_gamma,
                      remove_unused_columns=False)
     return CPOTrainer(args=args, **kwargs)
 
@@ -203,12 +195,8 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
 @runs.replaces_on_success
 def run(cfg: DPOConfig, callbacks=None) -> Path:
     """Tune a policy on preference pairs per `cfg`; returns the run folder."""
-    import torch
-
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
-        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     if cfg.precompute_ref and cfg.loss not in USES_REFERENCE:
         raise MedtuneError(f"loss {cfg.loss} has no reference model, so precompute_ref does not apply",
                            where="precompute_ref", hint="drop precompute_ref, or use loss dpo, ipo or hinge")
@@ -216,17 +204,9 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
+    fmt, system_prompt = common.system_prompt_format(tokenizer, fmt, cfg.data.system_prompt)
 
-    stats["pairs"] = len(pairs)
-    encoded = encode(pairs, tokenizer, fmt, cfg.data.max_length, stats, truncation=cfg.data.truncation,
-                     max_prompt_length=cfg.data.max_prompt_length, max_answer_length=cfg.data.max_answer_length)
-    if not encoded:
-        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}",
-                           hint="raise data.max_length, or use data.truncation=keep_end")
-    if runs.is_main_process():
-        print(f"data: {preference.fit_summary(stats)}")
-    train_enc, val_enc = split_validation(encoded, cfg.data.val_size, cfg.train.seed)
-    stats.update(train_pairs=len(train_enc), val_pairs=len(val_enc))
+    train_enc, val_enc = common.fitted_pairs(cfg.data, pairs, tokenizer, fmt, stats, cfg.train.seed)
     models.check_lora_targets(model, cfg.lora)  # TRL applies LoRA later, after the run folder is written
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
@@ -235,38 +215,22 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
     before = (previous or {}).get("heldout_before")
     if val_enc and before is None:  # the starting policy's held-out log-probs: the reference of the margins
         before = margins(model, val_enc, pad_id, cfg.train.batch_size)
-    manifest = {
-        "stage": "dpo",
-        "status": "running",
-        "created": (previous or {}).get("created", runs.now()),
-        "adapter": cfg.lora.method != "full",
-        "loss": cfg.loss,
-        "model": runs.model_record(cfg.model, loaded, fmt.name),
-        "config": runs.to_plain(cfg),
-        "data": fingerprints,
-        "data_stats": stats,
-        "libraries": runs.library_versions(),
-        "heldout_before": before,
-    }
-    runs.write_manifest(run_dir, manifest)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    manifest = common.manifest("dpo", cfg, previous, loaded, fmt.name, fingerprints, stats, loss=cfg.loss,
+                               default_system_prompt=system_prompt, heldout_before=before)
+    common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
     trainer = trl_trainer(cfg, model, tokenizer, trl_rows(train_enc, tokenizer, cfg.loss),
                           trl_rows(val_enc, tokenizer, cfg.loss), run_dir, callbacks)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    manifest["parameters"] = {"trainable": trainable, "total": sum(p.numel() for p in trainer.model.parameters())}
-    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
+    manifest["parameters"] = common.parameter_counts(trainer.model)
+    metrics = common.train(trainer, run_dir, manifest, checkpoint, started)
     if val_enc:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
         metrics.update(margin_metrics(before, margins(trainer.model, val_enc, pad_id, cfg.train.batch_size)))
     keys = ("step", "loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "nll_loss",
             "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies", "learning_rate", "grad_norm")
     history = [{k: h[k] for k in keys if k in h} for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
-    save_model = trainer.model
-    runs.save_weights(run_dir, save_model, tokenizer)
-    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history)
-    if runs.is_main_process():
-        _summary(run_dir, manifest)
+    common.finish(run_dir, manifest, trainer.model, tokenizer, keep_checkpoints=cfg.train.keep_checkpoints,
+                  summary=lambda: _summary(run_dir, manifest), metrics=metrics, history=history)
     return run_dir
 
 

@@ -30,13 +30,14 @@ copy in memory). Full fine-tuning is allowed only with beta=0 (no reference at a
 the reference from the hub id or folder in the model's config, which is not the starting point of a chained
 run.
 
-Every TRL import is inside this file, because TRL renames and moves things between releases.
+Every TRL import is inside this file, because TRL renames and moves things between releases. The file is
+longer than the other stages' (about 590 lines) because the rule rewards, their record checks and the
+benchmark-to-prompt conversion live beside the stage: nothing else uses them, and each reads on its own.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ from medtune.data import formats, jsonio, preference, templates
 from medtune.errors import ConfigError, DataError, MedtuneError
 from medtune.eval import tasks
 from medtune.models import LoraConfig, ModelConfig
-from medtune.stages.sft import SCHEDULERS, TrainConfig, bf16_wanted, split_validation
+from medtune.stages import common
+from medtune.stages.common import SCHEDULERS, TrainConfig
 
 REWARDS = ("mcq", "format", "keyword", "rm")
 DEFAULT_WEIGHTS = {"mcq": 1.0, "format": 0.2, "keyword": 1.0, "rm": 1.0}
@@ -58,12 +60,11 @@ LETTER_LABELS = list("ABCDEFGHIJ")  # labels of a prompt record that gives a gol
 
 
 @dataclass
-class PromptData:
-    """Prompts (the `data` section of a grpo recipe): prompt files, or an MCQ benchmark.
+class PromptData(common.PromptData):
+    """Prompts (the `data` section of a grpo recipe): prompt files, or an MCQ benchmark. Besides `path`,
+    `truncation`, `max_samples` and `system_prompt` (stages/common.py PromptData; a prompt record may carry
+    "answer": "C", "options": {"A": ..., ...} | [...] and "keywords": [...] as the rewards need them):
 
-    path: one file or a list: prompt-only records {"prompt": str | [messages], "answer": "C", "options":
-      {"A": ..., ...} | [...], "keywords": [...]} (answer, options and keywords as the rewards need them), or
-      preference files (their prompts; the answers are not used).
     task: instead of path, a benchmark of medtune.eval.tasks (mcq, medmcqa, medqa, medqa_4options, pubmedqa,
       mmlu_medical, cmmlu), turned into prompts that show the question and the lettered options and ask for the
       answer letter; the gold label is the answer.
@@ -71,24 +72,15 @@ class PromptData:
     setting: pubmedqa's reasoning_required (abstract shown) or reasoning_free (the conclusion shown).
     max_length: longest prompt in tokens (rendered with the chat template). The answer's length is
       `max_new_tokens`.
-    truncation: a longer prompt is cut (keep_end, default: earlier turns go first, then the start of the
-      question's text; the system message stays while it fits; keep_start: the question keeps its start) or
-      dropped (drop); counted in the summary and data_stats. See data/preference.py cut_prompt.
     val_size: held-out share (0 < x < 1) or count (x >= 1) of prompts whose mean reward is measured before and
       after training (and every train.eval_steps); 0 for none. Each held-out prompt costs num_generations answers.
-    max_samples: use only the first N prompts of each file (0 = all).
-    system_prompt: a system message added to prompts that have none ("" = none).
     """
 
-    path: list[str] = field(default_factory=list)
     task: str = field(default="", metadata=one_of("", *tasks.TASKS))
     task_file: str = ""
     setting: str = field(default="reasoning_required", metadata=one_of(*tasks.PUBMEDQA_SETTINGS))
     max_length: int = field(default=512, metadata=at_least(8))
-    truncation: Literal["drop", "keep_end", "keep_start"] = "keep_end"
     val_size: float = field(default=0.0, metadata=at_least(0))
-    max_samples: int = field(default=0, metadata=at_least(0))
-    system_prompt: str = ""
 
 
 @dataclass
@@ -181,7 +173,7 @@ def check_settings(cfg: GRPOConfig) -> None:
         if not cfg.reward_model:
             raise ConfigError("the rm reward needs a reward model", where="reward_model",
                               hint="set reward_model to a `medtune rm` run folder")
-        reward_model_manifest(cfg.reward_model)
+        common.reward_run(cfg.reward_model)
     elif cfg.reward_model:
         raise ConfigError("reward_model is set but rm is not among the rewards", where="reward_model",
                           hint="add rm to rewards, or drop reward_model")
@@ -189,20 +181,6 @@ def check_settings(cfg: GRPOConfig) -> None:
         raise ConfigError("give data.path (prompt files) or data.task (a benchmark), exactly one", where="data")
     if cfg.data.task_file and not cfg.data.task:
         raise ConfigError("data.task_file needs data.task", where="data.task_file", hint="set data.task, e.g. medmcqa")
-
-
-def reward_model_manifest(run: str) -> dict:
-    """The manifest of a `medtune rm` run, checked without loading it."""
-    from medtune import models
-
-    target = models.resolve(run)
-    manifest = runs.read_manifest(target) if Path(target).is_dir() else None
-    if not manifest or not manifest.get("reward_head"):
-        raise MedtuneError("not a reward model run (no reward head)", where=str(run),
-                           hint="pass a folder written by `medtune rm`")
-    if manifest.get("status") != "completed":
-        raise MedtuneError("the reward model run did not complete", where=str(run), hint="finish or resume it first")
-    return manifest
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -313,18 +291,12 @@ def read_prompts(cfg: GRPOConfig) -> tuple[list[dict], list[dict]]:
                          "options": list(it.choices), "keywords": [], "source": it.source})
         fingerprints += _fingerprints(path, len(items))
     else:
-        paths = [d.path] if isinstance(d.path, str) else list(d.path)
-        for p in [resolve_path(x) for x in paths]:
-            found = preference.load_prompts(p)
-            if d.max_samples:
-                found = found[: d.max_samples]
+        for p, found in common.read_prompt_files(d):
             for rec in found:
                 rows.append({"prompt": rec["prompt"], **_record_fields(rec, needs), "source": rec["source"]})
             fingerprints += _fingerprints(p, len(found))
-    if d.system_prompt:
-        for row in rows:
-            if row["prompt"][0]["role"] != "system":
-                row["prompt"] = [{"role": "system", "content": d.system_prompt}, *row["prompt"]]
+    for row in rows:
+        row["prompt"] = common.with_system_prompt(row["prompt"], d.system_prompt)
     return rows, fingerprints
 
 
@@ -408,7 +380,7 @@ class RMReward:
     def __init__(self, run: str, *, device: str = "cpu", normalize: bool = True, batch_size: int = 8):
         from medtune import models
 
-        manifest = reward_model_manifest(run)
+        manifest = common.reward_run(run)
         loaded = models.load_reward_model(run, device=device)
         self.model, self.tokenizer = loaded.model.requires_grad_(False), loaded.tokenizer
         self.fmt = templates.resolve_format(self.tokenizer, manifest.get("model", {}).get("template") or "auto")
@@ -463,24 +435,15 @@ def trl_rows(rows: list[dict]) -> list[dict]:
 def trl_trainer(cfg: GRPOConfig, model, tokenizer, train_rows, val_rows, run_dir: Path, reward_funcs, weights,
                 callbacks):
     """The TRL trainer for `cfg.advantage`, its arguments mapped from our recipe."""
-    import torch
     from datasets import Dataset
 
     from medtune import models
 
     t = cfg.train
-    eval_steps = t.eval_steps if val_rows and t.eval_steps > 0 else None
     g = cfg.num_generations
-    common = dict(
-        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=g * max(1, -(-t.batch_size // g)), gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup,
-        weight_decay=t.weight_decay, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
-        bf16=bf16_wanted(t.bf16), fp16=t.fp16, activation_checkpointing=t.gradient_checkpointing,
-        logging_steps=t.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
-        seed=t.seed, data_seed=t.seed, use_cpu=not torch.cuda.is_available(), report_to=["tensorboard"],
-        disable_tqdm=False, remove_unused_columns=False,
+    common_args = dict(
+        common.trainer_arguments(t, run_dir, bool(val_rows)),
+        per_device_eval_batch_size=g * max(1, -(-t.batch_size // g)), remove_unused_columns=False,
         # sampling and the policy loss
         num_generations=g, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, beta=cfg.beta, epsilon=cfg.epsilon,
@@ -497,11 +460,11 @@ def trl_trainer(cfg: GRPOConfig, model, tokenizer, train_rows, val_rows, run_dir
     if cfg.advantage == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
-        return RLOOTrainer(args=RLOOConfig(**common, normalize_advantages=cfg.scale_rewards != "none"), **kwargs)
+        return RLOOTrainer(args=RLOOConfig(**common_args, normalize_advantages=cfg.scale_rewards != "none"), **kwargs)
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
-    args = TRLGRPOConfig(**common, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards)
+    args = TRLGRPOConfig(**common_args, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards)
     return GRPOTrainer(args=args, **kwargs)
 
 
@@ -557,13 +520,12 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
 
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
-        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     check_settings(cfg)
     rows, fingerprints = read_prompts(cfg)
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
+    fmt, system_prompt = common.system_prompt_format(tokenizer, fmt, cfg.data.system_prompt)
     # an answer ends at the template's end-of-turn token (TRL stops at every id the generation config names)
     model.generation_config.eos_token_id = templates.generation_stop_ids(tokenizer, fmt)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # prompts are left-padded to generate
@@ -576,51 +538,31 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
         raise MedtuneError(f"no prompt fits data.max_length={cfg.data.max_length}",
                            hint="raise data.max_length, or use data.truncation=keep_end")
     print(f"data: {preference.fit_summary(stats, 'prompts')}")
-    train_rows, val_rows = split_validation(fitted, cfg.data.val_size, cfg.train.seed)
+    train_rows, val_rows = common.split_validation(fitted, cfg.data.val_size, cfg.train.seed)
     stats.update(train_prompts=len(train_rows), val_prompts=len(val_rows))
     models.check_lora_targets(model, cfg.lora)  # TRL applies LoRA later, after the run folder is written
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
     reward_funcs, weights = reward_functions(cfg, "cuda" if torch.cuda.is_available() else "cpu")
-    rm_info = next((f.info for f in reward_funcs if isinstance(f, RMReward)), None)
-    manifest = {
-        "stage": "grpo",
-        "status": "running",
-        "created": (previous or {}).get("created", runs.now()),
-        "adapter": cfg.lora.method != "full",
-        "advantage": cfg.advantage,
-        "model": runs.model_record(cfg.model, loaded, fmt.name),
-        "config": runs.to_plain(cfg),
-        "data": fingerprints,
-        "data_stats": stats,
-        "rewards": [{"name": n, "weight": w} for n, w in zip(cfg.rewards, weights)],
-        "reward_model": rm_info,
-        "reference": ("none (beta=0)" if cfg.beta == 0 else "the starting model with the adapter switched off"),
-        "libraries": runs.library_versions(),
-    }
-    runs.write_manifest(run_dir, manifest)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    manifest = common.manifest(
+        "grpo", cfg, previous, loaded, fmt.name, fingerprints, stats, advantage=cfg.advantage,
+        default_system_prompt=system_prompt,
+        rewards=[{"name": n, "weight": w} for n, w in zip(cfg.rewards, weights)],
+        reward_model=next((f.info for f in reward_funcs if isinstance(f, RMReward)), None),
+        reference="none (beta=0)" if cfg.beta == 0 else "the starting model with the adapter switched off")
+    common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
     trainer = trl_trainer(cfg, model, tokenizer, train_rows, val_rows, run_dir, reward_funcs, weights, callbacks)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    manifest["parameters"] = {"trainable": trainable, "total": sum(p.numel() for p in trainer.model.parameters())}
-    metrics: dict = {}
-    runs.keep_short_runs_training(trainer)
-    runs.checkpoints_in_ordinary_modes(trainer)
+    manifest["parameters"] = common.parameter_counts(trainer.model)
     before = (previous or {}).get("heldout_before")
-    try:
-        if val_rows and before is None:  # the starting policy's mean reward on the held-out prompts
+    if val_rows and before is None:  # the starting policy's mean reward on the held-out prompts
+        with common.failed_on_error(run_dir, manifest):
             before = eval_figures(trainer.evaluate(), cfg.rewards)
-            manifest["heldout_before"] = before
-            runs.write_manifest(run_dir, manifest)
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except BaseException:
-        manifest["status"] = "failed"
-        runs.write_manifest(run_dir, manifest)
-        raise
+    manifest["heldout_before"] = before  # kept by a resumed run: the starting policy's, not the checkpoint's
+    runs.write_manifest(run_dir, manifest)
+    metrics = common.train(trainer, run_dir, manifest, checkpoint, started)
 
     history = history_of(trainer.state.log_history, cfg.rewards)
-    metrics.update(train_loss=result.training_loss, steps=result.global_step)
     metrics.update(summary_metrics(history, cfg.rewards))
     if val_rows:
         metrics.update(eval_figures(trainer.evaluate(), cfg.rewards))
@@ -628,9 +570,8 @@ def run(cfg: GRPOConfig, callbacks=None) -> Path:
             metrics["eval_reward_before"] = before["eval_reward"]
     metrics["train_runtime_s"] = round(time.time() - started, 1)
     tokenizer.padding_side = padding_side
-    runs.save_weights(run_dir, trainer.model, tokenizer)
-    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history)
-    _summary(run_dir, manifest)
+    common.finish(run_dir, manifest, trainer.model, tokenizer, keep_checkpoints=cfg.train.keep_checkpoints,
+                  summary=lambda: _summary(run_dir, manifest), metrics=metrics, history=history)
     return run_dir
 
 

@@ -18,10 +18,15 @@ recipe (as in TRL's former PPOTrainer and the "N implementation details of RLHF 
 - advantages: GAE(gamma, lambda) over answer tokens, whitened over the batch;
 - losses: clipped surrogate policy loss, clipped value loss (weight `vf_coef`);
 - optimisation through accelerate, so DDP across GPUs is `accelerate launch -m medtune ppo RECIPE`.
+
+The file is longer than the Trainer-based stages' (about 540 lines) because it holds that implementation:
+the maths (whiten, token_rewards, gae, ppo_losses), rollouts, checkpoints and `ppo_step`; `run` reads like
+theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -36,27 +41,18 @@ from medtune.config import above, at_least, check
 from medtune.data import preference, templates
 from medtune.errors import ConfigError, MedtuneError
 from medtune.models import LoraConfig, ModelConfig
+from medtune.stages import common
 
 
 @dataclass
-class PromptData:
-    """Prompts to answer during training.
+class PromptData(common.PromptData):
+    """Prompts to answer during training: `path`, `truncation`, `max_samples` and `system_prompt` as in
+    stages/common.py PromptData, and
 
-    path: one file or a list: preference files (their prompts are used) or prompt-only records
-      {"prompt": "..." or [messages]} (docs/data-formats.md).
     max_prompt_length: longest prompt in tokens, template and assistant header included.
-    truncation: a longer prompt is cut (keep_end, default: earlier turns go first, then the start of the
-      question's text; the system message stays while it fits; keep_start: the question keeps its start) or
-      dropped (drop); counted in the summary and data_stats. See data/preference.py cut_prompt.
-    max_samples: use only the first N prompts of each file (0 = all).
-    system_prompt: a system message added to prompts that have none ("" = none).
     """
 
-    path: list[str] = field(default_factory=list)
     max_prompt_length: int = field(default=256, metadata=at_least(1))
-    truncation: Literal["drop", "keep_end", "keep_start"] = "keep_end"
-    max_samples: int = field(default=0, metadata=at_least(0))
-    system_prompt: str = ""
 
 
 @dataclass
@@ -127,37 +123,26 @@ class PPOConfig:
 
 def read_prompts(cfg: PPOConfig) -> tuple[list[dict], list[dict]]:
     """Every prompt of every file, checked before any model loads. Returns (prompts, fingerprints)."""
-    from medtune.data import formats, resolve_path
+    from medtune.data import formats
 
-    paths = [cfg.data.path] if isinstance(cfg.data.path, str) else list(cfg.data.path)
-    if not paths:
-        raise ConfigError("no prompts", where="data.path", hint="set data.path to one or more prompt files")
     prompts, fingerprints = [], []
-    for p in [resolve_path(x) for x in paths]:
-        found = preference.load_prompts(p)
-        if cfg.data.max_samples:
-            found = found[: cfg.data.max_samples]
+    for p, found in common.read_prompt_files(cfg.data):
         fingerprints.append({**formats.fingerprint(p), "records": len(found)})
         prompts.extend(found)
-    if cfg.data.system_prompt:
-        for item in prompts:
-            if item["prompt"][0]["role"] != "system":
-                item["prompt"] = [{"role": "system", "content": cfg.data.system_prompt}, *item["prompt"]]
+    for item in prompts:
+        item["prompt"] = common.with_system_prompt(item["prompt"], cfg.data.system_prompt)
     return prompts, fingerprints
 
 
-def check_reward_model(spec: str) -> dict:
-    """The manifest of the `medtune rm` run named by `spec`; a clear error for anything else."""
-    if not spec:
-        raise ConfigError("no reward model", where="reward_model", hint="set reward_model to a `medtune rm` run folder")
-    path = Path(spec)
-    manifest = runs.read_manifest(path) if path.is_dir() else None
-    if not manifest or not manifest.get("reward_head"):
-        raise MedtuneError("not a reward model run (no reward head)", where=spec,
-                           hint="train one with `medtune rm RECIPE` and pass its folder as reward_model")
-    if manifest.get("status") != "completed":
-        raise MedtuneError("the reward model run did not complete", where=spec, hint="finish or re-run `medtune rm`")
-    return manifest
+def check_settings(cfg: PPOConfig) -> None:
+    """Settings that cannot work together; raised before anything is read or loaded."""
+    t = cfg.train
+    if cfg.lora.method != "lora":
+        raise MedtuneError(f"ppo trains a LoRA policy (lora.method={cfg.lora.method})", where="lora.method",
+                           hint="use lora.method=lora: the reference is the policy with its adapter switched off")
+    if t.batch_size % t.mini_batch_size:
+        raise ConfigError(f"train.batch_size={t.batch_size} is not a multiple of train.mini_batch_size="
+                          f"{t.mini_batch_size}", where="train.mini_batch_size")
 
 
 def validate(cfg: PPOConfig) -> list[str]:
@@ -167,7 +152,7 @@ def validate(cfg: PPOConfig) -> list[str]:
     lines = [f"data ok: {f['path']}: {f['records']} prompts" for f in fingerprints]
     if cfg.reward_model and not Path(cfg.reward_model).exists():
         return lines + [f"note: reward model {cfg.reward_model} does not exist yet; train it with `medtune rm` first"]
-    check_reward_model(cfg.reward_model)
+    common.reward_run(cfg.reward_model)
     return lines + [f"reward model ok: {cfg.reward_model}"]
 
 
@@ -317,6 +302,13 @@ def rollout(model, tokenizer, prompts: list[dict], stop_ids: list[int], s: Sampl
     return seq, mask, action, texts, ended
 
 
+def load_reward(run: str, rm_manifest: dict, device) -> tuple:
+    """(reward model, its tokenizer, its chat format, its reward_stats): what `score_answers` needs."""
+    rm = models.load_reward_model(run, device=str(device))
+    rm_fmt = templates.resolve_format(rm.tokenizer, rm_manifest.get("model", {}).get("template") or "auto")
+    return rm.model.requires_grad_(False), rm.tokenizer, rm_fmt, rm_manifest.get("reward_stats")
+
+
 def score_answers(reward, prompts, texts, cfg: PPOConfig, ended) -> tuple[list[float], list[float]]:
     """(raw RM scores, scores used as reward: normalised, minus the missing-EOS penalty)."""
     rm_model, rm_tok, rm_fmt, stats = reward
@@ -332,22 +324,112 @@ def score_answers(reward, prompts, texts, cfg: PPOConfig, ended) -> tuple[list[f
     return raw, used
 
 
+def ppo_step(model, optimizer, accelerator, tokenizer, batch: list[dict], stop_ids, reward, cfg: PPOConfig) -> dict:
+    """One PPO step on `batch` prompts: sample an answer to each and score it, per-token rewards with the KL
+    penalty, GAE advantages, then `ppo_epochs` passes of clipped policy and value updates over mini-batches.
+    Returns the step's metrics."""
+    import torch
+
+    t, device = cfg.train, accelerator.device
+    unwrapped = accelerator.unwrap_model(model)
+    seq, attn, action, texts, ended = rollout(unwrapped, tokenizer, batch, stop_ids, cfg.sampling, device)
+    seq, attn, action = seq.to(device), attn.to(device), action.to(device)
+    raw, used = score_answers(reward, batch, texts, cfg, ended)
+    with torch.no_grad():
+        logits, values = model(seq, attn)
+        old_logps = answer_logps(logits, seq)
+        old_values = values[:, :-1]
+        ent = entropy(logits, action)
+        with unwrapped.policy.disable_adapter():
+            ref_logps = answer_logps(unwrapped.policy(input_ids=seq, attention_mask=attn, use_cache=False).logits, seq)
+        rewards, kl = token_rewards(torch.tensor(used, device=device), old_logps, ref_logps, action, t.kl_coef)
+        advantages, returns = gae(rewards, old_values * action, action, t.gamma, t.lam)
+        advantages = whiten(advantages, action) * action
+    del logits
+    parts = {"pg_loss": [], "vf_loss": [], "clipfrac": [], "approx_kl": []}
+    for _ in range(t.ppo_epochs):
+        order = torch.randperm(len(batch)).tolist()
+        for k in range(0, len(batch), t.mini_batch_size):
+            idx = order[k: k + t.mini_batch_size]
+            logits, values = model(seq[idx], attn[idx])
+            pg_loss, vf_loss, diag = ppo_losses(
+                answer_logps(logits, seq[idx]), old_logps[idx], advantages[idx], values[:, :-1],
+                old_values[idx], returns[idx], action[idx], t.clip_range, t.clip_range_value)
+            accelerator.backward(pg_loss + t.vf_coef * vf_loss)
+            if t.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            for key, value in (("pg_loss", pg_loss.detach().item()), ("vf_loss", vf_loss.detach().item()), *diag.items()):
+                parts[key].append(value)
+    return {
+        "reward": sum(raw) / len(raw),
+        "reward_used": sum(used) / len(used),
+        "kl": float(kl.sum(1).mean()),
+        "entropy": ent,
+        "response_length": float(action.sum(1).mean()),
+        "ended_share": sum(ended) / len(ended),
+        **{k: sum(v) / len(v) for k, v in parts.items()},
+    }
+
+
+def run_metrics(history: list[dict], started: float) -> dict:
+    """The run's figures: reward at the start and the end (each a mean over up to 5 steps), KL, answers."""
+    k = max(1, min(5, len(history) // 4))
+    first, last = history[:k], history[-k:]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {"steps": len(history), "reward_first": mean(first, "reward"), "reward_last": mean(last, "reward"),
+            "kl_last": mean(last, "kl"), "kl_max": max(r["kl"] for r in history),
+            "response_length_last": mean(last, "response_length"), "ended_share_last": mean(last, "ended_share"),
+            "train_runtime_s": round(time.time() - started, 1), "averaged_over_steps": k}
+
+
+class StepLog:
+    """Each step's metrics: TensorBoard (RUN/logs, as in the Trainer-based stages), a JSON line every
+    `logging_steps`, and the progress bar. Rank 0 only writes."""
+
+    def __init__(self, run_dir: Path, t: PPOTrainConfig, start_step: int, main: bool):
+        from tqdm.auto import tqdm
+
+        self.t, self.main, self.writer = t, main, None
+        self.bar = tqdm(total=t.steps, initial=start_step, desc="ppo", unit="step", disable=not main)
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "logs"))
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if key != "step":
+                    self.writer.add_scalar(f"ppo/{key}", value, step)
+        if step % self.t.logging_steps == 0 or step == self.t.steps:
+            self.bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
+            if self.main:
+                self.bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
 # --------------------------------------------------------------------------------------- checkpoints
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, history: list, sampler: random.Random) -> Path:
-    """checkpoints/step-N: adapter, value head, optimizer, RNG states and history; written to a temporary
-    folder and renamed, so a crash never leaves half a checkpoint."""
+    """checkpoints/checkpoint-N, the name `runs.start` resumes from: adapter, value head, optimizer, RNG states
+    and trainer_state.json (step, history, sampler); written to a temporary folder and renamed, so a crash
+    never leaves half a checkpoint."""
     import torch
-    from safetensors.torch import save_file
 
-    final = run_dir / "checkpoints" / f"step-{step}"
-    tmp = run_dir / "checkpoints" / f".step-{step}.tmp"
+    final = run_dir / "checkpoints" / f"checkpoint-{step}"
+    tmp = run_dir / "checkpoints" / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.policy.save_pretrained(tmp)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
-              str(tmp / "value_head.safetensors"))
+    common.save_tensors(tmp / "value_head.safetensors", model.value_head.state_dict())
     torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "state.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "history": history,
@@ -356,12 +438,6 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, history: list, s
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    found = [(int(p.name.split("-")[1]), p) for p in (run_dir / "checkpoints").glob("step-*")
-             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(found)[1] if found else None
 
 
 def load_checkpoint(path: Path, model, optimizer, sampler: random.Random) -> tuple[int, list]:
@@ -392,34 +468,24 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
     step (and its checkpoint)."""
     import torch
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
     from transformers import set_seed
 
-    from medtune.stages.sft import bf16_wanted
-
     started = time.time()
-    run_dir, previous, _ = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    t = cfg.train
-    if cfg.lora.method != "lora":
-        raise MedtuneError(f"ppo trains a LoRA policy (lora.method={cfg.lora.method})", where="lora.method",
-                           hint="use lora.method=lora: the reference is the policy with its adapter switched off")
-    if t.batch_size % t.mini_batch_size:
-        raise ConfigError(f"train.batch_size={t.batch_size} is not a multiple of train.mini_batch_size="
-                          f"{t.mini_batch_size}", where="train.mini_batch_size")
+    run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    check_settings(cfg)
     prompts, fingerprints = read_prompts(cfg)
-    rm_manifest = check_reward_model(cfg.reward_model)
-    checkpoint = last_checkpoint(run_dir) if cfg.resume else None
+    rm_manifest = common.reward_run(cfg.reward_model)
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
 
+    t = cfg.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if bf16_wanted(t.bf16) else "no")
+                              mixed_precision="bf16" if common.bf16_wanted(t.bf16) else "no")
     device = accelerator.device
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, t.seed, device=str(device))
     policy, tokenizer = loaded.model, loaded.tokenizer
+    fmt, system_prompt = common.system_prompt_format(tokenizer, fmt, cfg.data.system_prompt)
     stop_ids = templates.generation_stop_ids(tokenizer, fmt)
-    rm = models.load_reward_model(cfg.reward_model, device=str(device))
-    rm_fmt = templates.resolve_format(rm.tokenizer, rm_manifest.get("model", {}).get("template") or "auto")
-    reward = (rm.model.requires_grad_(False), rm.tokenizer, rm_fmt, rm_manifest.get("reward_stats"))
+    reward = load_reward(cfg.reward_model, rm_manifest, device)
 
     stats = {"prompts": len(prompts)}
     fitted = preference.fit_prompts(prompts, tokenizer, fmt, stats, max_length=cfg.data.max_prompt_length,
@@ -435,123 +501,33 @@ def run(cfg: PPOConfig, callbacks=None) -> Path:
 
     policy.config.use_cache = True  # generation is most of a PPO step; training forwards pass use_cache=False
     set_seed(t.seed)
-    policy = models.apply_lora(policy, cfg.lora)
-    model = _policy_with_value(policy).to(device)
+    model = _policy_with_value(models.apply_lora(policy, cfg.lora)).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.learning_rate)
     sampler = random.Random(t.seed)
-    start_step, history = 0, []
-    if checkpoint is not None:
-        start_step, history = load_checkpoint(checkpoint, model, optimizer, sampler)
+    start_step, history = load_checkpoint(checkpoint, model, optimizer, sampler) if checkpoint else (0, [])
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    manifest = common.manifest(
+        "ppo", cfg, previous, loaded, fmt.name, fingerprints, stats, default_system_prompt=system_prompt,
+        parameters=common.parameter_counts(unwrapped),
+        reward_model={"path": str(Path(cfg.reward_model).resolve()), "reward_stats": rm_manifest.get("reward_stats")})
+    common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
-    manifest = {
-        "stage": "ppo",
-        "status": "running",
-        "created": (previous or {}).get("created", runs.now()),
-        "adapter": True,
-        "model": runs.model_record(cfg.model, loaded, fmt.name),
-        "reward_model": {"path": str(Path(cfg.reward_model).resolve()), "reward_stats": rm_manifest.get("reward_stats")},
-        "config": runs.to_plain(cfg),
-        "data": fingerprints,
-        "data_stats": stats,
-        "libraries": runs.library_versions(),
-        "parameters": {"trainable": sum(p.numel() for p in unwrapped.parameters() if p.requires_grad),
-                       "total": sum(p.numel() for p in unwrapped.parameters())},
-    }
-    runs.write_manifest(run_dir, manifest)
-
-    bar = tqdm(total=t.steps, initial=start_step, desc="ppo", unit="step", disable=not accelerator.is_main_process)
-    writer = None
-    if accelerator.is_main_process:  # TensorBoard events in RUN/logs, like the Trainer-based stages
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "logs"))
-    try:
+    log = StepLog(run_dir, t, start_step, accelerator.is_main_process)
+    with common.failed_on_error(run_dir, manifest), contextlib.closing(log):
         for step in range(start_step + 1, t.steps + 1):
             batch = [items[sampler.randrange(len(items))] for _ in range(t.batch_size)]
-            seq, attn, action, texts, ended = rollout(unwrapped, tokenizer, batch, stop_ids, cfg.sampling, device)
-            seq, attn, action = seq.to(device), attn.to(device), action.to(device)
-            raw, used = score_answers(reward, batch, texts, cfg, ended)
-            with torch.no_grad():
-                logits, values = model(seq, attn)
-                old_logps = answer_logps(logits, seq)
-                old_values = values[:, :-1]
-                ent = entropy(logits, action)
-                with unwrapped.policy.disable_adapter():
-                    ref_logps = answer_logps(unwrapped.policy(input_ids=seq, attention_mask=attn, use_cache=False).logits, seq)
-                rewards, kl = token_rewards(torch.tensor(used, device=device), old_logps, ref_logps, action, t.kl_coef)
-                advantages, returns = gae(rewards, old_values * action, action, t.gamma, t.lam)
-                advantages = whiten(advantages, action) * action
-            del logits
-            parts = {"pg_loss": [], "vf_loss": [], "clipfrac": [], "approx_kl": []}
-            for _ in range(t.ppo_epochs):
-                order = torch.randperm(len(batch)).tolist()
-                for k in range(0, len(batch), t.mini_batch_size):
-                    idx = order[k: k + t.mini_batch_size]
-                    logits, values = model(seq[idx], attn[idx])
-                    pg_loss, vf_loss, diag = ppo_losses(
-                        answer_logps(logits, seq[idx]), old_logps[idx], advantages[idx], values[:, :-1],
-                        old_values[idx], returns[idx], action[idx], t.clip_range, t.clip_range_value)
-                    accelerator.backward(pg_loss + t.vf_coef * vf_loss)
-                    if t.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    parts["pg_loss"].append(pg_loss.detach().item())
-                    parts["vf_loss"].append(vf_loss.detach().item())
-                    parts["clipfrac"].append(diag["clipfrac"])
-                    parts["approx_kl"].append(diag["approx_kl"])
-            metrics = {
-                "step": step,
-                "reward": sum(raw) / len(raw),
-                "reward_used": sum(used) / len(used),
-                "kl": float(kl.sum(1).mean()),
-                "entropy": ent,
-                "response_length": float(action.sum(1).mean()),
-                "ended_share": sum(ended) / len(ended),
-                **{k: sum(v) / len(v) for k, v in parts.items()},
-            }
+            metrics = {"step": step, **ppo_step(model, optimizer, accelerator, tokenizer, batch, stop_ids, reward, cfg)}
             history.append(metrics)
-            if writer is not None:
-                for key, value in metrics.items():
-                    if key != "step":
-                        writer.add_scalar(f"ppo/{key}", value, step)
-            if step % t.logging_steps == 0 or step == t.steps:
-                bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
-                if accelerator.is_main_process:
-                    bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
-            if accelerator.is_main_process and (step % t.save_steps == 0 and step < t.steps):
+            log(step, metrics)
+            if accelerator.is_main_process and step % t.save_steps == 0 and step < t.steps:
                 save_checkpoint(run_dir, step, unwrapped, optimizer, history, sampler)
-            bar.update(1)
             for fn in callbacks or []:
                 fn(step, metrics)
-    except BaseException:
-        manifest["status"] = "failed"
-        runs.write_manifest(run_dir, manifest)
-        raise
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
 
-    k = max(1, min(5, len(history) // 4))
-    first, last = history[:k], history[-k:]
-    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    metrics = {"steps": len(history), "reward_first": mean(first, "reward"), "reward_last": mean(last, "reward"),
-               "kl_last": mean(last, "kl"), "kl_max": max(r["kl"] for r in history),
-               "response_length_last": mean(last, "response_length"), "ended_share_last": mean(last, "ended_share"),
-               "train_runtime_s": round(time.time() - started, 1), "averaged_over_steps": k}
-    if accelerator.is_main_process:
-        from safetensors.torch import save_file
-
-        runs.save_weights(run_dir, unwrapped.policy, tokenizer)
-        save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.value_head.state_dict().items()},
-                  str(run_dir / ".value_head.tmp"))
-        runs.ordinary_modes(run_dir / ".value_head.tmp")
-        os.replace(run_dir / ".value_head.tmp", run_dir / "value_head.safetensors")
-        runs.complete(run_dir, manifest, keep_checkpoints=t.keep_checkpoints, metrics=metrics, history=history)
-        _summary(run_dir, manifest)
+    common.save_tensors(run_dir / "value_head.safetensors", unwrapped.value_head.state_dict())
+    common.finish(run_dir, manifest, unwrapped.policy, tokenizer, keep_checkpoints=t.keep_checkpoints,
+                  summary=lambda: _summary(run_dir, manifest), metrics=run_metrics(history, started), history=history)
     return run_dir
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,8 @@ from medtune.data.mixing import Source
 from medtune.data.packing import build_rows, tokenize
 from medtune.errors import ConfigError, MedtuneError
 from medtune.models import LoraConfig, ModelConfig
-from medtune.stages.sft import TrainConfig, training_arguments
+from medtune.stages import common
+from medtune.stages.common import TrainConfig
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -292,15 +292,10 @@ def extend_vocabulary(cfg: PTConfig, sources: list[Source], model, tokenizer) ->
 @runs.replaces_on_success
 def run(cfg: PTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
-    import torch
-
     from medtune import models
 
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
-        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
-
     sources = plan_sources(cfg.data)
     fingerprints = check_data(cfg, sources)
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
@@ -322,38 +317,22 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
     model.config.use_cache = False
     model = models.apply_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
                               trainable_tokens=vocab_record.get("new_token_ids"))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-
-    manifest = {
-        "stage": "pt",
-        "status": "running",
-        "created": (previous or {}).get("created", runs.now()),
-        "adapter": cfg.lora.method != "full",
-        "model": runs.model_record(cfg.model, loaded, None),
-        "config": runs.to_plain(cfg),
-        "data": fingerprints,
-        "data_stats": corpus.stats,
-        "libraries": runs.library_versions(),
-        "packing": mode,
-        "vocabulary": vocab_record,
-        "parameters": {"trainable": trainable, "total": total},
-    }
-    runs.write_manifest(run_dir, manifest)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    manifest = common.manifest("pt", cfg, previous, loaded, None, fingerprints, corpus.stats, packing=mode,
+                               vocabulary=vocab_record, parameters=common.parameter_counts(model))
+    common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
     train_data = corpus.rows if isinstance(corpus.rows, list) else _row_dataset(corpus.rows)
     if isinstance(corpus.rows, list):
         corpus.stats["train_rows"] = len(corpus.rows)
     trainer = _trainer_class()(
         model=model,
-        args=training_arguments(cfg, run_dir, bool(corpus.val_rows)),
+        args=common.training_arguments(cfg.train, run_dir, bool(corpus.val_rows)),
         train_dataset=train_data,
         eval_dataset=corpus.val_rows or None,
         data_collator=collator,
         callbacks=list(callbacks or []),
     )
-    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
+    metrics = common.train(trainer, run_dir, manifest, checkpoint, started)
     if corpus.val_rows:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
         metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
@@ -365,11 +344,9 @@ def run(cfg: PTConfig, callbacks=None) -> Path:
         {k: h[k] for k in ("step", "loss", "eval_loss", "eval_perplexity", "learning_rate", "grad_norm") if k in h}
         for h in trainer.state.log_history
     ]
-    runs.save_weights(run_dir, trainer.model, tokenizer)
-    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history,
+    common.finish(run_dir, manifest, trainer.model, tokenizer, keep_checkpoints=cfg.train.keep_checkpoints,
+                  summary=lambda: _summary(run_dir, manifest, collator), metrics=metrics, history=history,
                   mixture=corpus.mixer.report(corpus.tally["examples"], corpus.tally["tokens"]))
-    if runs.is_main_process():
-        _summary(run_dir, manifest, collator)
     return run_dir
 
 

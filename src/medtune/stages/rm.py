@@ -17,7 +17,6 @@ scale. Metrics: pairwise accuracy, mean margin, reward mean and spread, on held-
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,9 @@ from medtune import models, runs
 from medtune.config import at_least, check
 from medtune.data import preference, templates
 from medtune.data.preference import PreferenceData
-from medtune.errors import MedtuneError
 from medtune.models import LoraConfig, ModelConfig
-from medtune.stages.sft import TrainConfig, split_validation, training_arguments
+from medtune.stages import common
+from medtune.stages.common import TrainConfig
 
 
 @dataclass
@@ -66,8 +65,12 @@ def encode_pairs(pairs, tokenizer, fmt, max_length: int, stats: dict, *, max_pro
                  max_answer_length: int | None = None, truncation: str = "keep_end") -> list[dict]:
     """Pairs -> {"chosen_ids", "rejected_ids"} (prompt + answer + end-of-turn each), made to fit max_length by
     `truncation` (preference.fit_pairs: cut, or dropped); what happened is counted in `stats`."""
-    fitted = preference.fit_pairs(pairs, tokenizer, fmt, stats, max_length=max_length, truncation=truncation,
-                                  max_prompt_length=max_prompt_length, max_answer_length=max_answer_length)
+    return pair_rows(preference.fit_pairs(pairs, tokenizer, fmt, stats, max_length=max_length, truncation=truncation,
+                                          max_prompt_length=max_prompt_length, max_answer_length=max_answer_length))
+
+
+def pair_rows(fitted: list[dict]) -> list[dict]:
+    """Fitted pairs (preference.fit_pairs) -> {"chosen_ids", "rejected_ids"}: prompt + answer + end-of-turn each."""
     return [{"chosen_ids": f["prompt_ids"] + f["chosen_ids"], "rejected_ids": f["prompt_ids"] + f["rejected_ids"]}
             for f in fitted]
 
@@ -153,55 +156,31 @@ def _trainer_class():
 @runs.replaces_on_success
 def run(cfg: RMConfig, callbacks=None) -> Path:
     """Train a reward model per `cfg`; returns the run folder."""
-    import torch
-    from safetensors.torch import save_file
-
     started = time.time()
     run_dir, previous, checkpoint = runs.start(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.lora.method == "qlora" and not torch.cuda.is_available():
-        raise MedtuneError("QLoRA needs a CUDA GPU", hint="use lora.method=lora (or full) on this machine")
     pairs, fingerprints, stats = preference.read_pair_files(cfg.data)
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
+    fmt, system_prompt = common.system_prompt_format(tokenizer, fmt, cfg.data.system_prompt)
 
-    stats["pairs"] = len(pairs)
-    rows = encode_pairs(pairs, tokenizer, fmt, cfg.data.max_length, stats, truncation=cfg.data.truncation,
-                        max_prompt_length=cfg.data.max_prompt_length, max_answer_length=cfg.data.max_answer_length)
-    if not rows:
-        raise MedtuneError(f"no pair fits data.max_length={cfg.data.max_length}",
-                           hint="raise data.max_length, or use data.truncation=keep_end")
-    if runs.is_main_process():
-        print(f"data: {preference.fit_summary(stats)}")
-    train_rows, val_rows = split_validation(rows, cfg.data.val_size, cfg.train.seed)
-    stats.update(train_pairs=len(train_rows), val_pairs=len(val_rows))
+    train_pairs, val_pairs = common.fitted_pairs(cfg.data, pairs, tokenizer, fmt, stats, cfg.train.seed)
+    train_rows, val_rows = pair_rows(train_pairs), pair_rows(val_pairs)
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
 
     model.config.use_cache = False
     models.add_reward_head(model, seed=cfg.train.seed)
     model = models.apply_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    manifest = {
-        "stage": "rm",
-        "status": "running",
-        "created": (previous or {}).get("created", runs.now()),
-        "adapter": cfg.lora.method != "full",
-        "reward_head": {"file": models.REWARD_HEAD_FILE, "read_at": "last token of prompt + answer"},
-        "model": runs.model_record(cfg.model, loaded, fmt.name),
-        "config": runs.to_plain(cfg),
-        "data": fingerprints,
-        "data_stats": stats,
-        "libraries": runs.library_versions(),
-        "parameters": {"trainable": trainable, "total": total},
-    }
-    runs.write_manifest(run_dir, manifest)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    manifest = common.manifest(
+        "rm", cfg, previous, loaded, fmt.name, fingerprints, stats, default_system_prompt=system_prompt,
+        parameters=common.parameter_counts(model),
+        reward_head={"file": models.REWARD_HEAD_FILE, "read_at": "last token of prompt + answer"})
+    common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
     collator = PairCollator(tokenizer.pad_token_id)
     trainer = _trainer_class()(
         model=model,
-        args=training_arguments(cfg, run_dir, bool(val_rows)),
+        args=common.training_arguments(cfg.train, run_dir, bool(val_rows)),
         train_dataset=train_rows,
         eval_dataset=val_rows or None,
         data_collator=collator,
@@ -209,12 +188,11 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
         margin=cfg.margin, centering=cfg.centering, pair_collator=collator,
     )
     before = trainer.evaluate() if val_rows and not trainer.args.eval_on_start and checkpoint is None else None
-    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
+    metrics = common.train(trainer, run_dir, manifest, checkpoint, started)
     history = [h for h in trainer.state.log_history if "loss" in h or "eval_accuracy" in h]
     evals = [h for h in history if "eval_accuracy" in h]
     if val_rows:
-        final = trainer.evaluate()
-        metrics.update({k: v for k, v in final.items()})
+        metrics.update(trainer.evaluate())
         first = (before or (evals[0] if evals else None))
         if first:
             metrics["eval_accuracy_before"] = first["eval_accuracy"]
@@ -225,22 +203,19 @@ def run(cfg: RMConfig, callbacks=None) -> Path:
     manifest["reward_stats"] = {"mean": train_scores["reward_mean"], "std": train_scores["reward_std"],
                                 "train_accuracy": train_scores["accuracy"], "pairs": train_scores["pairs"]}
 
-    runs.save_weights(run_dir, trainer.model, tokenizer)
-    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    head = getattr(base, models.REWARD_HEAD)
-    if hasattr(head, "modules_to_save"):  # PEFT's wrapper around the trained copy
-        head = head.modules_to_save["default"]
-    if runs.is_main_process():
-        tmp = run_dir / f".{models.REWARD_HEAD_FILE}.tmp"
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp))
-        runs.ordinary_modes(tmp)
-        os.replace(tmp, run_dir / models.REWARD_HEAD_FILE)
-    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics,
+    common.save_tensors(run_dir / models.REWARD_HEAD_FILE, reward_head(trainer.model).state_dict())
+    common.finish(run_dir, manifest, trainer.model, tokenizer, keep_checkpoints=cfg.train.keep_checkpoints,
+                  summary=lambda: _summary(run_dir, manifest), metrics=metrics,
                   history=[{k: h[k] for k in ("step", "loss", "eval_accuracy", "eval_margin", "eval_loss",
                                               "learning_rate", "grad_norm") if k in h} for h in history])
-    if runs.is_main_process():
-        _summary(run_dir, manifest)
     return run_dir
+
+
+def reward_head(model):
+    """The trained reward head of `model` (inside PEFT's wrapper when the run is LoRA)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = getattr(base, models.REWARD_HEAD)
+    return head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head
 
 
 def _summary(run_dir: Path, manifest: dict) -> None:

@@ -11,18 +11,19 @@ their last whole assistant turn (`truncation: turns`); never cut mid-turn; both 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional
 
 from medtune import runs
-from medtune.config import above, at_least, check, one_of
+from medtune.config import at_least, check, one_of
 from medtune.data import formats, mixing, packing, templates
 from medtune.data.mixing import Source
 from medtune.errors import ConfigError, MedtuneError
 from medtune.models import LoraConfig, ModelConfig
+from medtune.stages import common
+from medtune.stages.common import TrainConfig
 
 
 @dataclass
@@ -62,37 +63,6 @@ class DataConfig:
     reasoning: Literal["train", "mask"] = "train"
 
 
-# transformers' SchedulerType values, listed here so a recipe is checked without importing transformers
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-              "warmup_stable_decay")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation. `batch_size` counts rows (packed rows hold several examples). `bf16`: auto uses bf16
-    autocast where the CPU/GPU supports it. `max_steps` > 0 overrides `epochs`."""
-
-    learning_rate: float = field(default=2e-4, metadata=above(0))
-    epochs: float = field(default=1.0, metadata=above(0))
-    max_steps: int = field(default=-1, metadata=at_least(-1))
-    batch_size: int = field(default=4, metadata=at_least(1))
-    grad_accum: int = field(default=1, metadata=at_least(1))
-    warmup: float = field(default=0.03, metadata=at_least(0))
-    weight_decay: float = field(default=0.0, metadata=at_least(0))
-    scheduler: str = field(default="cosine", metadata=one_of(*SCHEDULERS))
-    max_grad_norm: float = field(default=1.0, metadata=at_least(0))
-    bf16: Union[Literal["auto"], bool] = "auto"
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    logging_steps: int = field(default=10, metadata=at_least(1))
-    save_steps: int = field(default=200, metadata=at_least(1))
-    save_total_limit: int = field(default=2, metadata=at_least(1))
-    eval_steps: int = field(default=0, metadata=at_least(0))
-    keep_checkpoints: bool = False
-    seed: int = field(default=42, metadata=at_least(0))
-
-
 @dataclass
 class SFTConfig:
     """`medtune sft RECIPE [key=value ...]`. See recipes/ for examples."""
@@ -114,11 +84,9 @@ def encode_examples(dialogues, tokenizer, fmt, data: DataConfig, stats: dict) ->
     """Dialogues -> {"input_ids", "labels"} with labels = -100 outside assistant turns; counts in `stats`."""
     out = []
     for d in dialogues:
-        messages = d["messages"]
-        if data.system_prompt and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": data.system_prompt}, *messages]
+        messages = common.with_system_prompt(d["messages"], data.system_prompt)
         try:
-            enc = templates.encode_dialogue(tokenizer, fmt, messages, reasoning=data.reasoning)
+            enc = templates.encode_dialogue(tokenizer, fmt, messages, reasoning=data.reasoning, tools=d.get("tools"))
         except MedtuneError as exc:
             raise MedtuneError(exc.message, where=d.get("source"), hint=exc.hint) from None
         ids, mask = enc.input_ids, enc.assistant_mask
@@ -135,20 +103,6 @@ def encode_examples(dialogues, tokenizer, fmt, data: DataConfig, stats: dict) ->
             continue
         out.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]})
     return out
-
-
-def split_validation(examples: list[dict], val_size: float, seed: int):
-    import random
-
-    if val_size <= 0:
-        return examples, []
-    n_val = int(val_size) if val_size >= 1 else max(1, round(len(examples) * val_size))
-    if n_val >= len(examples):
-        raise MedtuneError(f"data.val_size={val_size} leaves no training examples", hint="lower data.val_size")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    val = set(order[:n_val])
-    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
 def data_sources(data: DataConfig) -> list[Source]:
@@ -204,7 +158,7 @@ def prepare_examples(cfg: SFTConfig, groups, tokenizer, fmt):
             hint="raise data.max_length or use data.truncation=turns",
         )
     if not cfg.data.sources:
-        train, val = split_validation(encoded[0], cfg.data.val_size, cfg.train.seed)
+        train, val = common.split_validation(encoded[0], cfg.data.val_size, cfg.train.seed)
     else:  # mix, then hold out from the mixture (and drop up-sampled copies of held-out examples)
         sources = data_sources(cfg.data)
         tagged = [[(k, e) for e in exs] for k, exs in enumerate(encoded)]
@@ -236,16 +190,6 @@ def _passes(taken: list[int], available: list[int]) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------------- train
-
-
-def bf16_wanted(setting) -> bool:
-    """`auto`: bf16 autocast on a GPU that has bf16. Not on CPU: measured slower than fp32 on an AVX-512-bf16
-    Xeon (matmul 165 vs 325 GFLOP/s; docs/benchmarks.md)."""
-    import torch
-
-    if setting != "auto":
-        return bool(setting)
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def label_logits_loss(model, inputs: dict, num_items_in_batch=None):
@@ -293,48 +237,6 @@ def label_logits_supported(model, collator) -> bool:
         model.train(was_training)
 
 
-def training_arguments(cfg: SFTConfig, run_dir: Path, has_val: bool):
-    import torch
-    from transformers import TrainingArguments
-
-    t = cfg.train
-    use_cpu = not torch.cuda.is_available()
-    eval_steps = t.eval_steps if has_val and t.eval_steps > 0 else None
-    return TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        warmup_steps=t.warmup,
-        weight_decay=t.weight_decay,
-        lr_scheduler_type=t.scheduler,
-        max_grad_norm=t.max_grad_norm,
-        bf16=bf16_wanted(t.bf16),
-        fp16=t.fp16,
-        activation_checkpointing=t.gradient_checkpointing,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if eval_steps else "no",
-        eval_steps=eval_steps,
-        eval_on_start=bool(eval_steps),
-        prediction_loss_only=True,  # eval loss only: never gather vocabulary-wide logits over the eval set
-        seed=t.seed,
-        data_seed=t.seed,
-        use_cpu=use_cpu,
-        report_to=["tensorboard"],
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        use_cache=False,
-        disable_tqdm=False,
-    )
-
-
 @runs.replaces_on_success
 def run(cfg: SFTConfig, callbacks=None) -> Path:
     """Train per `cfg`; returns the run folder. `callbacks` are extra transformers TrainerCallbacks."""
@@ -348,14 +250,11 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
-    template_default = templates.default_system_prompt(tokenizer, fmt)
-    if cfg.data.system_prompt == "":
-        fmt = no_default_system_prompt(tokenizer, fmt, "data.system_prompt")
+    fmt, system_prompt = common.system_prompt_format(tokenizer, fmt, cfg.data.system_prompt)
 
     train_ex, val_ex, stats = prepare_examples(cfg, groups, tokenizer, fmt)
     # only now, with model and data known good, empty (overwrite=true) and create the run folder
     run_dir = runs.prepare(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    resolved = runs.to_plain(cfg)
 
     use_packing = cfg.data.packing and packing.packing_supported(model)
     if cfg.data.packing and not use_packing:
@@ -367,38 +266,23 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
 
     model.config.use_cache = False
     model = models.apply_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-
-    manifest = {
-        "stage": "sft",
-        "status": "running",
-        "created": (previous or {}).get("created", runs.now()),
-        "adapter": cfg.lora.method != "full",
-        "model": runs.model_record(cfg.model, loaded, fmt.name),
+    manifest = common.manifest(
+        "sft", cfg, previous, loaded, fmt.name, fingerprints, stats,
         # what a dialogue without a system message was trained with: the template's default, or none
-        "default_system_prompt": cfg.data.system_prompt or (None if cfg.data.system_prompt == "" else template_default),
-        "config": resolved,
-        "data": fingerprints,
-        "data_stats": stats,
-        "libraries": runs.library_versions(),
-        "packing": use_packing,
-        "parameters": {"trainable": trainable, "total": total},
-    }
-    runs.write_manifest(run_dir, manifest)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+        default_system_prompt=system_prompt, packing=use_packing, parameters=common.parameter_counts(model))
+    common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
     trainer_cls = _trainer_classes() if label_logits_supported(model, collator) else Trainer
     collator.real_tokens = collator.padded_tokens = 0
     trainer = trainer_cls(
         model=model,
-        args=training_arguments(cfg, run_dir, bool(val_rows)),
+        args=common.training_arguments(cfg.train, run_dir, bool(val_rows)),
         train_dataset=rows,
         eval_dataset=val_rows or None,
         data_collator=collator,
         callbacks=list(callbacks or []),
     )
-    metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
+    metrics = common.train(trainer, run_dir, manifest, checkpoint, started)
     if val_rows:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k == "eval_loss"})
         metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
@@ -409,27 +293,9 @@ def run(cfg: SFTConfig, callbacks=None) -> Path:
         {k: h[k] for k in ("step", "loss", "eval_loss", "learning_rate", "grad_norm") if k in h}
         for h in trainer.state.log_history
     ]
-    runs.save_weights(run_dir, trainer.model, tokenizer)
-    runs.complete(run_dir, manifest, keep_checkpoints=cfg.train.keep_checkpoints, metrics=metrics, history=history)
-    if runs.is_main_process():
-        _summary(run_dir, manifest, collator)
+    common.finish(run_dir, manifest, trainer.model, tokenizer, keep_checkpoints=cfg.train.keep_checkpoints,
+                  summary=lambda: _summary(run_dir, manifest, collator), metrics=metrics, history=history)
     return run_dir
-
-
-def no_default_system_prompt(tokenizer, fmt, setting: str):
-    """`setting: ""` asks for no system prompt at all: take the template's default out of the tokenizer's
-    template (saved with the run, so chat, serve and eval render the same), or warn when it cannot be."""
-    default = templates.default_system_prompt(tokenizer, fmt)
-    plain = templates.without_default_system(tokenizer, fmt)
-    if plain is None:
-        print(f'warning: {setting} is "" but the chat template\'s default system prompt ({default!r}) cannot be taken '
-              f"out of it: dialogues without a system message get it (set {setting} to replace it)")
-        return fmt
-    if plain is not fmt:
-        templates.install_format(tokenizer, plain)
-        print(f'note: {setting} is "": the chat template\'s default system prompt ({default!r}) is taken out of the '
-              "run's template")
-    return plain
 
 
 def _trainer_classes():
