@@ -436,5 +436,11 @@ def test_the_json_reading_layer_is_public_and_names_lines(tmp_path):
         list(jsonio.iter_lines(text))
     with pytest.raises(DataError, match="file not found"):
         jsonio.require_file(tmp_path / "missing.jsonl")
+    members = tmp_path / "m.json"
+    members.write_text('{"1": {"q": "a"},\n\n "2": {"q": "b"}\n}\n')
+    assert [(line, key) for line, key, _ in jsonio.iter_json_members(members, "one object")] == [(1, "1"), (3, "2")]
+    members.write_text('{"1": {"q": "a"},\n "2" {"q": "b"}}')
+    with pytest.raises(DataError, match=r"m\.json:2: invalid JSON: expected ':' after the key \(one object\)"):
+        list(jsonio.iter_json_members(members, "one object"))
     assert [jsonio.json_type(v) for v in (None, True, 1.5, "x", [], {})] == [
         "null", "boolean", "number", "string", "array", "object"]

@@ -118,64 +118,115 @@ def iter_jsonl(path) -> Iterator[tuple[int, object]]:
         yield line_no, value
 
 
-def iter_json_array(path) -> Iterator[tuple[int, object]]:
-    """(line where the element starts, parsed element) for each element of a file holding one JSON array.
-
-    The file is read whole; elements are decoded one by one so each error and record has its own line.
-    """
+def read_text(path) -> str:
+    """A whole file as text (UTF-8, a BOM dropped); a bad byte is a DataError naming its line and offset."""
     with open_bytes(path) as f:
         data = f.read()
     skip = len(_BOM) if data.startswith(_BOM) else 0
     try:
-        text = data[skip:].decode("utf-8")
+        return data[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
         bad = skip + e.start
         line_start = data.rfind(b"\n", 0, bad) + 1
         decode_line(path, data[line_start : bad + 1], data.count(b"\n", 0, bad) + 1, line_start)
         raise  # pragma: no cover - decode_line has raised
 
-    decoder = json.JSONDecoder(strict=False)
-    newlines_seen, counted_to = 0, 0
 
-    def line_at(pos: int) -> int:  # positions mostly move forward, so counting is linear overall
-        nonlocal newlines_seen, counted_to
-        if pos < counted_to:
-            newlines_seen, counted_to = 0, 0
-        newlines_seen += text.count("\n", counted_to, pos)
-        counted_to = pos
-        return newlines_seen + 1
+class _Document:
+    """One JSON document read by position: whitespace, the line of a position (counted forward, so reading a
+    whole file stays linear), values decoded one at a time, and errors naming their line."""
 
-    def skip_ws(pos: int) -> int:
-        while pos < len(text) and text[pos] in _WS:
+    def __init__(self, path, text: str, hint: str):
+        self.path, self.text, self.hint = path, text, hint
+        self.decoder = json.JSONDecoder(strict=False)
+        self.newlines_seen, self.counted_to = 0, 0
+
+    def line(self, pos: int) -> int:
+        if pos < self.counted_to:
+            self.newlines_seen, self.counted_to = 0, 0
+        self.newlines_seen += self.text.count("\n", self.counted_to, pos)
+        self.counted_to = pos
+        return self.newlines_seen + 1
+
+    def skip(self, pos: int) -> int:
+        while pos < len(self.text) and self.text[pos] in _WS:
             pos += 1
         return pos
 
-    def fail(pos: int, message: str):
-        hint = "the file must be one JSON array of objects [{...}, {...}]"
-        raise DataError(path, line_at(pos), None, f"invalid JSON: {message}", hint)
+    def at(self, pos: int, char: str) -> bool:
+        return pos < len(self.text) and self.text[pos] == char
 
-    pos = skip_ws(skip_ws(0) + 1)  # just after the opening '['
-    if pos < len(text) and text[pos] == "]":
+    def fail(self, pos: int, message: str):
+        raise DataError(self.path, self.line(min(pos, len(self.text))), None, f"invalid JSON: {message}", self.hint)
+
+    def value(self, pos: int) -> tuple[object, int]:
+        """The JSON value starting at `pos` and the position after it."""
+        try:
+            return self.decoder.raw_decode(self.text, pos)
+        except json.JSONDecodeError as e:
+            self.fail(e.pos, e.msg)
+        except RecursionError:
+            self.fail(pos, _DEEP)
+
+
+def iter_json_array(path) -> Iterator[tuple[int, object]]:
+    """(line where the element starts, parsed element) for each element of a file holding one JSON array.
+
+    The file is read whole; elements are decoded one by one so each error and record has its own line.
+    """
+    doc = _Document(path, read_text(path), "the file must be one JSON array of objects [{...}, {...}]")
+    pos = doc.skip(doc.skip(0) + 1)  # just after the opening '['
+    if doc.at(pos, "]"):
         pos += 1
     else:
         while True:
-            try:
-                value, end = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as e:
-                fail(e.pos, e.msg)
-            except RecursionError:
-                fail(pos, _DEEP)
-            yield line_at(pos), value
-            pos = skip_ws(end)
-            if pos < len(text) and text[pos] == ",":
-                pos = skip_ws(pos + 1)
-            elif pos < len(text) and text[pos] == "]":
+            value, end = doc.value(pos)
+            yield doc.line(pos), value
+            pos = doc.skip(end)
+            if doc.at(pos, ","):
+                pos = doc.skip(pos + 1)
+            elif doc.at(pos, "]"):
                 pos += 1
                 break
             else:
-                fail(pos, "expected ',' or ']' after an element" if pos < len(text) else "the array is not closed with ']'")
-    if skip_ws(pos) < len(text):
-        fail(skip_ws(pos), "extra data after the closing ']'")
+                doc.fail(pos, "expected ',' or ']' after an element" if pos < len(doc.text) else
+                         "the array is not closed with ']'")
+    if doc.skip(pos) < len(doc.text):
+        doc.fail(doc.skip(pos), "extra data after the closing ']'")
+
+
+def iter_json_members(path, hint: str) -> Iterator[tuple[int, str, object]]:
+    """(line of the key, key, value) for each member of a file holding one JSON object (PubMedQA: PMID -> record);
+    `hint` says what the file should look like, in an error."""
+    doc = _Document(path, read_text(path), hint)
+
+    def expect(pos: int, char: str, what: str) -> int:
+        if not doc.at(pos, char):
+            doc.fail(pos, f"expected {what}")
+        return doc.skip(pos + 1)
+
+    pos = expect(doc.skip(0), "{", "'{' at the start of the file")
+    if doc.at(pos, "}"):
+        pos += 1
+    else:
+        while True:
+            if not doc.at(pos, '"'):
+                doc.fail(pos, "expected a quoted key")
+            key_pos = pos
+            key, pos = doc.value(pos)
+            value, pos = doc.value(expect(doc.skip(pos), ":", "':' after the key"))
+            yield doc.line(key_pos), key, value
+            pos = doc.skip(pos)
+            if doc.at(pos, ","):
+                pos = doc.skip(pos + 1)
+            elif doc.at(pos, "}"):
+                pos += 1
+                break
+            else:
+                doc.fail(pos, "the object is not closed with '}'" if pos >= len(doc.text) else
+                         "expected ',' or '}' after a member")
+    if doc.skip(pos) < len(doc.text):
+        doc.fail(doc.skip(pos), "extra data after the closing '}'")
 
 
 def iter_objects(path) -> Iterator[tuple[int, dict]]:

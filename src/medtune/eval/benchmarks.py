@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtune.data.jsonio import decode_line, iter_lines, iter_objects, json_type, open_bytes, require_file
+from medtune.data.jsonio import iter_json_members, iter_lines, iter_objects, json_type, require_file
 from medtune.errors import DataError, MedtuneError
 
 LETTERS = string.ascii_uppercase
@@ -49,6 +49,7 @@ CMMLU_MEDICAL = (
 
 _SPLIT_SUFFIX = re.compile(r"_(test|val|validation|dev|train)$")
 _HINT_DOCS = "see docs/eval-tasks.md for the expected format"
+_HINT_PUBMEDQA_JSON = 'PubMedQA files are one JSON object {"PMID": {"QUESTION": ..., ...}, ...}, or JSON Lines'
 
 
 @dataclass
@@ -100,72 +101,6 @@ def _id_field(path, line, record: dict, key: str, default: str) -> str:
 
 def is_whole_number(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _read_text(path) -> str:
-    """The whole file as text (UTF-8, BOM dropped); a DataError naming the line of a bad byte."""
-    with open_bytes(path) as f:
-        data = f.read()
-    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        return data[start:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad = start + e.start
-        line_start = data.rfind(b"\n", 0, bad) + 1
-        decode_line(path, data[line_start : bad + 1], data.count(b"\n", 0, bad) + 1, line_start)
-        raise  # pragma: no cover - decode_line has raised
-
-
-def _iter_json_object(path) -> Iterator[tuple[int, str, object]]:
-    """(line of the key, key, value) for each member of a file holding one JSON object, e.g. PMID -> record."""
-    text = _read_text(path)
-    decoder = json.JSONDecoder(strict=False)
-    hint = 'PubMedQA files are one JSON object {"PMID": {"QUESTION": ..., ...}, ...}, or JSON Lines'
-
-    def line_at(pos: int) -> int:
-        return text.count("\n", 0, pos) + 1
-
-    def skip(pos: int) -> int:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        return pos
-
-    def fail(pos: int, message: str):
-        raise DataError(path, line_at(min(pos, len(text))), None, f"invalid JSON: {message}", hint)
-
-    def expect(pos: int, char: str, what: str) -> int:
-        if pos >= len(text) or text[pos] != char:
-            fail(pos, f"expected {what}")
-        return skip(pos + 1)
-
-    pos = expect(skip(0), "{", "'{' at the start of the file")
-    if pos < len(text) and text[pos] == "}":
-        pos += 1
-    else:
-        while True:
-            if pos >= len(text) or text[pos] != '"':
-                fail(pos, "expected a quoted key")
-            key_pos = pos
-            try:
-                key, pos = decoder.raw_decode(text, pos)
-                pos = expect(skip(pos), ":", "':' after the key")
-                value, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as e:
-                fail(e.pos, e.msg)
-            except RecursionError:
-                fail(pos, "arrays or objects nested too deeply")
-            yield line_at(key_pos), key, value
-            pos = skip(pos)
-            if pos < len(text) and text[pos] == ",":
-                pos = skip(pos + 1)
-            elif pos < len(text) and text[pos] == "}":
-                pos += 1
-                break
-            else:
-                at_end = pos >= len(text)
-                fail(pos, "the object is not closed with '}'" if at_end else "expected ',' or '}' after a member")
-    if skip(pos) < len(text):
-        fail(skip(pos), "extra data after the closing '}'")
 
 
 def _iter_csv(path) -> Iterator[tuple[int, list[str]]]:
@@ -256,7 +191,7 @@ def load_pubmedqa(path, setting: str = "reasoning_required") -> list[MCItem]:
             pmid = _id_field(path, line, record, "pubid", "") or _id_field(path, line, record, "PMID", str(line))
             items.append(_pubmedqa_item(path, line, pmid, record, setting, ""))
     else:
-        for line, pmid, record in _iter_json_object(path):
+        for line, pmid, record in iter_json_members(path, _HINT_PUBMEDQA_JSON):
             if pmid in seen:
                 raise DataError(path, line, pmid, f"duplicate PMID (first on line {seen[pmid]})", "keep one entry per PMID")
             seen[pmid] = line
