@@ -27,6 +27,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from medtune.data import tools
 from medtune.data.jsonio import (get_list, get_str, iter_jsonl, iter_lines, iter_objects, json_type, open_bytes,
                                  require_file)
 from medtune.errors import DataError
@@ -218,6 +219,10 @@ def _dialogues(path, fmt: str, require_final_assistant: bool) -> Iterator[tuple[
                 path, line, None, f"mixed formats: this record is {shape} but the one on line {first_line} is {file_fmt}",
                 "use one format per file; `medtune data convert` can rewrite each part as messages",
             )
+        if file_fmt != "alpaca" and tools.has_tools(record, file_fmt):  # tool calls and results (data/tools.py)
+            count += 1
+            yield file_fmt, tools.tool_dialogue(path, line, record, file_fmt, require_final_assistant)
+            continue
         if file_fmt == "messages":
             turns, container = turns_messages(path, line, record), "messages"
         elif file_fmt == "sharegpt":
@@ -350,7 +355,9 @@ def convert_file(src, dst, to: str = "messages", fmt: str = "auto", *, require_f
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             for d in dialogues:
-                if to == "messages":
+                if d.get("tools") is not None or any(m["role"] == "tool" for m in d["messages"]):
+                    record = tools.to_record(d, to, dst)
+                elif to == "messages":
                     record = _to_messages(d["messages"])
                 elif to == "sharegpt":
                     record = _to_sharegpt(d["messages"])

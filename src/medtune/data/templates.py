@@ -57,6 +57,22 @@ _QWEN3 = (
 _QWEN3_NOTHINK = (
     _QWEN3_HEAD + "{{ '<think>\n\n</think>\n\n' }}" + _QWEN3_TAIL + "{{ '<think>\n\n</think>\n\n' }}{% endif %}"
 )
+# ChatML with tools in the Hermes manner (as Qwen2.5 writes them): the declared functions in the system turn,
+# each call as JSON in <tool_call> tags, each result in a `tool` turn.
+_CHATML_TOOLS = (
+    "{% set system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else none %}"
+    "{% if tools %}{{ '<|im_start|>system\n' }}{% if system is not none %}{{ system + '\n\n' }}{% endif %}"
+    "{{ '# Tools\n\nYou may call one or more of these functions. Write each call as JSON in <tool_call></tool_call>"
+    " tags: {\"name\": ..., \"arguments\": {...}}.\n<tools>' }}{% for t in tools %}{{ '\n' + (t | tojson) }}{% endfor %}"
+    "{{ '\n</tools><|im_end|>\n' }}{% elif system is not none %}{{ '<|im_start|>system\n' + system + '<|im_end|>\n' }}"
+    "{% endif %}{% for m in messages %}{% if m['role'] != 'system' %}"
+    "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
+    "{% if m['tool_calls'] is defined %}{% for c in m['tool_calls'] %}{% if m['content'] or not loop.first %}"
+    "{{ '\n' }}{% endif %}{{ '<tool_call>\n{\"name\": \"' + c['function']['name'] + '\", \"arguments\": ' }}"
+    "{{ c['function']['arguments'] | tojson }}{{ '}\n</tool_call>' }}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 _QWEN = (
     "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
     + _CHATML
@@ -101,10 +117,12 @@ class ChatFormat:
     jinja: str | None  # None: the tokenizer's own template
     special: tuple[str, ...] = field(default=())
     thinking: bool = False  # the template places reasoning_content itself (or drops it by design)
+    tools: bool = False  # the template renders `tools`, assistants' `tool_calls` and `tool` results
 
 
 FALLBACKS = {
     "chatml": ChatFormat("chatml", _CHATML, ("<|im_start|>", "<|im_end|>")),
+    "chatml_tools": ChatFormat("chatml_tools", _CHATML_TOOLS, ("<|im_start|>", "<|im_end|>"), tools=True),
     "qwen3": ChatFormat("qwen3", _QWEN3, ("<|im_start|>", "<|im_end|>", "<think>", "</think>"), thinking=True),
     "qwen3_nothink": ChatFormat("qwen3_nothink", _QWEN3_NOTHINK, ("<|im_start|>", "<|im_end|>", "<think>", "</think>"),
                                 thinking=True),
@@ -125,7 +143,9 @@ def resolve_format(tokenizer, name: str = "auto") -> ChatFormat:
     """`auto`: the tokenizer's own template if it has one, else chatml. `tokenizer`: its own, or an error."""
     if name in ("auto", "tokenizer"):
         if getattr(tokenizer, "chat_template", None):
-            return ChatFormat("tokenizer", None, thinking=knows_thinking(tokenizer.chat_template))
+            source = tokenizer.chat_template
+            return ChatFormat("tokenizer", None, thinking=knows_thinking(source),
+                              tools=isinstance(source, str) and "tool_calls" in source)
         if name == "tokenizer":
             raise MedtuneError(
                 "this tokenizer has no chat template",
@@ -200,21 +220,38 @@ def _markers(messages, extra=()) -> tuple[str, str]:
 
 
 def _render(tokenizer, fmt: ChatFormat, messages, add_generation_prompt: bool, markers: tuple[str, str],
-            thoughts=None, enable_thinking: bool | None = None) -> str:
+            thoughts=None, enable_thinking: bool | None = None, tools=None) -> str:
     """The template's text with placeholders: message i's content is `OPEN i CLOSE`, its reasoning (when
-    `thoughts[i]` is not None) `OPEN n+i CLOSE`, given as `reasoning_content`."""
+    `thoughts[i]` is not None) `OPEN n+i CLOSE`, given as `reasoning_content`; an empty content stays empty (a
+    turn that only calls tools: encode_dialogue finds it by the assistant header). Tool calls, a tool message's
+    other keys and `tools` are given as they are."""
     n = len(messages)
-    slots = [{"role": m["role"], "content": f"{markers[0]}{i}{markers[1]}"} for i, m in enumerate(messages)]
+    slots = []
+    for i, m in enumerate(messages):
+        mark = f"{markers[0]}{i}{markers[1]}"
+        slot = {k: v for k, v in m.items() if k not in ("content", "reasoning_content")}
+        slot["content"] = mark if m["content"] else ""  # an empty content (a tool-call turn) renders as it is
+        slots.append(slot)
     for i, thought in enumerate(thoughts or []):
         if thought is not None:
             slots[i]["reasoning_content"] = f"{markers[0]}{n + i}{markers[1]}"
     extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    if tools:
+        extra["tools"] = tools
     try:
         return tokenizer.apply_chat_template(
             slots, chat_template=fmt.jinja, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
         )
     except Exception as exc:  # a template's own raise_exception(): roles out of order, system not allowed...
         raise MedtuneError(f"chat template '{fmt.name}' rejected the dialogue: {exc}") from None
+
+
+def _assistant_header(tokenizer, fmt: ChatFormat) -> str:
+    """The text a template puts before an assistant's reply (its generation prompt, e.g. `<|im_start|>assistant\\n`)."""
+    probe = [{"role": "user", "content": "\ue000"}]
+    with_prompt = _render(tokenizer, fmt, probe, True, ("\ue000", "\ue001"))
+    without = _render(tokenizer, fmt, probe, False, ("\ue000", "\ue001"))
+    return with_prompt[len(without):] if with_prompt.startswith(without) else ""
 
 
 def default_system_prompt(tokenizer, fmt: ChatFormat) -> str | None:
@@ -249,7 +286,7 @@ def without_default_system(tokenizer, fmt: ChatFormat) -> ChatFormat | None:
     if not isinstance(source, str) or not default.strip():
         return None
     edited = _LITERAL.sub(lambda m: "''" if default.strip() in m.group() else m.group(), source)
-    new = ChatFormat(fmt.name, edited, fmt.special, fmt.thinking)
+    new = ChatFormat(fmt.name, edited, fmt.special, fmt.thinking, fmt.tools)
     markers = ("\ue000", "\ue001")
     probes = ([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
               [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
@@ -290,25 +327,34 @@ def _thoughts(fmt: ChatFormat, messages) -> tuple[list[str], list[str | None], l
 
 
 def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prompt: bool = False,
-                    reasoning: str = "train", enable_thinking: bool | None = None) -> Encoded:
+                    reasoning: str = "train", enable_thinking: bool | None = None, tools=None) -> Encoded:
     """Token ids of `messages` under `fmt`, with the positions to train (assistant turns + end tokens).
 
     reasoning: `train` (the assistant's reasoning and its <think> markers are trained) or `mask` (not).
-    enable_thinking: passed to a template that reads it (Qwen3: False opens the reply with an empty block)."""
+    enable_thinking: passed to a template that reads it (Qwen3: False opens the reply with an empty block).
+    tools: the functions a tool-calling dialogue declares (data/tools.py), given to the template; an
+      assistant's `tool_calls` are trained like its text, `tool` results never (docs/tools.md)."""
     if reasoning not in ("train", "mask"):
         raise MedtuneError(f"unknown reasoning setting '{reasoning}'", hint="choose train or mask")
+    uses_tools = bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+    if uses_tools and not fmt.tools:
+        raise MedtuneError(f"chat template '{fmt.name}' does not render tool calls",
+                           hint="set model.template=chatml_tools (or --template), or use a model whose template does")
     train_thought = reasoning == "train"
     n = len(messages)
     contents, thoughts, inline = _thoughts(fmt, messages)
     markers = _markers(messages, [t for t in thoughts if t])
-    text = _render(tokenizer, fmt, messages, add_generation_prompt, markers, thoughts, enable_thinking)
+    text = _render(tokenizer, fmt, messages, add_generation_prompt, markers, thoughts, enable_thinking, tools)
     pieces = re.split(f"{markers[0]}(\\d+){markers[1]}", text)  # [template, idx, template, idx, ..., template]
     seen = [int(i) for i in pieces[1::2]]
-    if sorted(i for i in seen if i < n) != list(range(n)) or len(set(seen)) != len(seen):
+    must = [i for i in range(n) if messages[i]["content"]]  # an empty content (a tool-call turn) may be skipped
+    if not set(must) <= set(seen) or len(set(seen)) != len(seen) or any(i >= 2 * n for i in seen):
         raise MedtuneError(
             f"chat template '{fmt.name}' drops or repeats message content, so turns cannot be located",
             hint="choose a fallback template with template=chatml (or another named one)",
         )
+    skipped = [i for i in range(n) if i not in seen and messages[i]["role"] == "assistant"]
+    header = _assistant_header(tokenizer, fmt) if skipped else ""
     specials = end_token_ids(tokenizer)
 
     def text_ids(piece):
@@ -317,44 +363,62 @@ def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prom
     ids: list[int] = []
     mask: list[bool] = []
     turn_ends: list[int] = []
+
+    def template_text(piece: str, closes_turn: bool) -> None:
+        """Template text; when it closes an assistant turn, trained up to its first control token (EOS appended
+        and trained when it has none)."""
+        toks = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+        if not closes_turn:
+            ids.extend(toks)
+            mask.extend([False] * len(toks))
+            return
+        end = next((j for j, t in enumerate(toks) if t in specials), None)
+        if end is None:  # the template closes the turn with no control token: append EOS
+            ids.append(tokenizer.eos_token_id)
+            mask.append(True)
+            turn_ends.append(len(ids))
+            ids.extend(toks)
+            mask.extend([False] * len(toks))
+        else:
+            ids.extend(toks)
+            mask.extend([j <= end for j in range(len(toks))])
+            turn_ends.append(len(ids) - len(toks) + end + 1)
+
     train_next_template = False
+    last = -1  # the last message whose content was placed
     for k, piece in enumerate(pieces):
         if k % 2 == 0:  # template text
-            opens_thought = train_thought and k + 1 < len(pieces) and int(pieces[k + 1]) >= n
+            nxt = int(pieces[k + 1]) if k + 1 < len(pieces) else None
             if k > 0 and int(pieces[k - 1]) >= n:  # between a reasoning and its answer (`</think>`)
                 toks = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
                 ids.extend(toks)
                 mask.extend([train_thought] * len(toks))
                 continue
-            cut = piece.rfind(THINK_OPEN) if opens_thought else -1
-            head, tail = (piece[:cut], piece[cut:]) if cut >= 0 else (piece, "")
-            toks = tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
-            if train_next_template:
-                end = next((j for j, t in enumerate(toks) if t in specials), None)
-                if end is None:  # the template closes the turn with no control token: append EOS
-                    ids.append(tokenizer.eos_token_id)
-                    mask.append(True)
-                    turn_ends.append(len(ids))
-                    ids.extend(toks)
-                    mask.extend([False] * len(toks))
-                else:
-                    ids.extend(toks)
-                    mask.extend([j <= end for j in range(len(toks))])
-                    turn_ends.append(len(ids) - len(toks) + end + 1)
-                train_next_template = False
-            else:
-                ids.extend(toks)
-                mask.extend([False] * len(toks))
-            if tail:  # `<think>` opening a trained reasoning: the model writes it
-                toks = tokenizer(tail, add_special_tokens=False)["input_ids"]
+            # an assistant turn with no content placed here (it only calls tools): trained after its header
+            inside = [i for i in skipped if i > last and (nxt is None or nxt >= n or i < nxt)]
+            at = piece.find(header) + len(header) if inside and header and header in piece else -1
+            if inside and at < 0:
+                raise MedtuneError(f"chat template '{fmt.name}': the tool-call turn cannot be located",
+                                   hint="set model.template=chatml_tools")
+            cut = piece.rfind(THINK_OPEN) if train_thought and nxt is not None and nxt >= n else -1
+            if at >= 0:
+                template_text(piece[:at], train_next_template)
+                template_text(piece[at:], True)
+                skipped = [i for i in skipped if i not in inside]
+            elif cut >= 0:  # `<think>` opening a trained reasoning: the model writes it
+                template_text(piece[:cut], train_next_template)
+                toks = tokenizer(piece[cut:], add_special_tokens=False)["input_ids"]
                 ids.extend(toks)
                 mask.extend([True] * len(toks))
+            else:
+                template_text(piece, train_next_template)
+            train_next_template = False
         elif int(piece) >= n:  # a reasoning the template placed
             toks = text_ids(thoughts[int(piece) - n])
             ids.extend(toks)
             mask.extend([train_thought] * len(toks))
         else:
-            i = int(piece)
+            i = last = int(piece)
             is_assistant = messages[i]["role"] == "assistant"
             block, answer = contents[i][: inline[i]], contents[i][inline[i]:]
             for part, trained in ((block, is_assistant and train_thought), (answer, is_assistant)):
