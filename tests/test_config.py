@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from medtune.config import load_config, parse_overrides
@@ -120,3 +122,30 @@ def test_the_eval_commands_options_build_its_settings_through_from_dict():
     assert (s.limit, s.batch_size, s.text_mode, s.general_tasks) == (0, 8, "line", [])  # argparse's defaults
     with pytest.raises(MedtuneError, match="expected TASK=PATH"):
         eval_settings(build_parser().parse_args(["eval", "m", "--file", "mcq"]))
+
+
+def test_an_options_range_is_declared_once_on_its_settings_field():
+    import argparse
+    from dataclasses import dataclass, field
+
+    from medtune.config import INT_LIMIT, above, at_least, between, field_option, from_dict
+
+    @dataclass
+    class Settings:
+        batch: int = field(default=8, metadata=at_least(1))
+        rate: float = field(default=0.5, metadata=above(0))
+        seed: int = field(default=0, metadata=between(0, 99))
+
+    assert (field_option(Settings, "batch")("3"), field_option(Settings, "rate")("0.25")) == (3, 0.25)
+    for name, text, message in [("batch", "0", "must be at least 1 (got 0)"),
+                                ("batch", str(INT_LIMIT + 1), f"must be at most {INT_LIMIT}"),
+                                ("rate", "0", "more than 0"), ("seed", "100", "must be at most 99")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            field_option(Settings, name)(text)
+        if text != str(INT_LIMIT + 1):  # the command line's cap on any integer, not the field's range
+            with pytest.raises(ConfigError):  # the same key in a pipeline step or a sweep
+                from_dict(Settings, {name: float(text) if name == "rate" else int(text)})
+    from medtune.cli import build_parser
+
+    with pytest.raises(SystemExit):  # `medtune eval --batch-size 0` is refused by EvalSettings' own range
+        build_parser().parse_args(["eval", "m", "--batch-size", "0"])

@@ -289,7 +289,7 @@ def cmd_demo(ns) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from medtune import NOT_MEDICAL_ADVICE, __version__
-    from medtune.config import SEED_LIMIT, CommandParser, float_option, int_option, text_option
+    from medtune.config import SEED_LIMIT, CommandParser, field_option, float_option, int_option, text_option
 
     count, positive, seed = int_option(0), int_option(1), int_option(0, SEED_LIMIT)  # every numeric option is checked
     share = float_option(0, 1)
@@ -418,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "enable_thinking or chat_template_kwargs.enable_thinking)")
     sv.set_defaults(func=cmd_serve)
 
+    from medtune.eval.runner import EvalSettings
+
+    def settings(name: str):  # an eval option's range is its EvalSettings field's (pipelines and sweeps use it too)
+        return field_option(EvalSettings, name)
+
     e = sub.add_parser("eval", help="benchmarks, general-text perplexity and generation health of a model or run")
     e.add_argument("model", nargs="?", help="default, a run folder, an HF folder, a .gguf file or a hub id")
     e.add_argument("--tasks", help="comma-separated medical tasks: pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu, mcq")
@@ -425,19 +430,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")
     e.add_argument("--file", action="append", metavar="TASK=PATH", help="the file of one task (repeatable)")
     e.add_argument("--setting", default="reasoning_required", help="PubMedQA: reasoning_required (default) or reasoning_free")
-    e.add_argument("--shots", type=count, default=0, help="solved examples before each question (default 0)")
-    e.add_argument("--limit", type=count, default=0, help="a seeded random sample of N items per task (0 = all)")
-    e.add_argument("--seed", type=seed, default=0)
+    e.add_argument("--shots", type=settings("shots"), default=0, help="solved examples before each question (default 0)")
+    e.add_argument("--limit", type=settings("limit"), default=0, help="a seeded random sample of N items per task (0 = all)")
+    e.add_argument("--seed", type=settings("seed"), default=0)
     e.add_argument("--mode", default="loglik", choices=["loglik", "generate"], help="log-likelihood of each choice (default) or chat generation + answer extraction")
-    e.add_argument("--batch-size", type=positive, default=8)
-    e.add_argument("--max-new-tokens", type=positive, default=32, help="generate mode (default 32)")
+    e.add_argument("--batch-size", type=settings("batch_size"), default=8)
+    e.add_argument("--max-new-tokens", type=settings("max_new_tokens"), default=32, help="generate mode (default 32)")
     e.add_argument("--general-text", action="append", metavar="FILE", help="perplexity on a general text file (repeatable)")
     e.add_argument("--text-mode", default="line", choices=["line", "paragraph"], help="documents per line or paragraph in .txt")
     e.add_argument("--health", action="store_true", help="generation health: repetition, self-questioning, leaks, stopping")
     e.add_argument("--prompts", help="prompt file for --health (default: the bundled medical + general set)")
-    e.add_argument("--health-repetition-penalty", type=float_option(0, low_open=True), default=1.1,
+    e.add_argument("--health-repetition-penalty", type=settings("health_repetition_penalty"), default=1.1,
                    help="--health generates greedily with this penalty (default 1.1, as medtune chat; 1.0 = off: the model's raw habits)")
-    e.add_argument("--health-max-new-tokens", type=positive, default=512, help="--health answer length cap (default 512)")
+    e.add_argument("--health-max-new-tokens", type=settings("health_max_new_tokens"), default=512, help="--health answer length cap (default 512)")
     e.add_argument("--health-langs", help="--health: only prompts in these languages, e.g. en or en,zh (default: all)")
     e.add_argument("--safety", action="store_true", help="safety prompts (emergencies, self-harm, dosing, misinformation, "
                    "privacy, certainty) scored by rule-based rubrics (docs/safety.md)")

@@ -44,11 +44,15 @@ def check(test, rule: str) -> dict:
 
 
 def at_least(low) -> dict:
-    return check(lambda v: v >= low, f"at least {low}")
+    return {**check(lambda v: v >= low, f"at least {low}"), "bounds": (low, None, False)}
 
 
 def above(low) -> dict:
-    return check(lambda v: v > low, f"more than {low}")
+    return {**check(lambda v: v > low, f"more than {low}"), "bounds": (low, None, True)}
+
+
+def between(low, high) -> dict:
+    return {**check(lambda v: low <= v <= high, f"between {low} and {high}"), "bounds": (low, high, False)}
 
 
 def one_of(*choices) -> dict:
@@ -107,6 +111,19 @@ def float_option(low: float | None = None, high: float | None = None, *, low_ope
 
     parse.bounds = (low, high)
     return parse
+
+
+def field_option(cls, name: str):
+    """The argparse `type=` of the option that sets field `name` of dataclass `cls`, from the field's own type and
+    range (`metadata=at_least(0)`, `above(0)`, `between(0, 9)`): a command-line option and the same key in a
+    pipeline step or a sweep are checked by one declaration. An integer without an upper bound stops at
+    INT_LIMIT, as every integer option does."""
+    spec = {f.name: f for f in dataclasses.fields(cls)}[name]
+    tp = typing.get_type_hints(cls)[name]
+    low, high, low_open = spec.metadata["bounds"]  # a numeric option must declare its range
+    if tp is int:
+        return int_option(low, INT_LIMIT if high is None else high)
+    return float_option(low, high, low_open=low_open)
 
 
 def text_option(text: str) -> str:

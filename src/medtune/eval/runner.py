@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune import NOT_MEDICAL_ADVICE, runs
-from medtune.config import SEED_LIMIT, above, at_least, check, one_of
+from medtune.config import SEED_LIMIT, above, at_least, between, one_of
 from medtune.errors import MedtuneError
 from medtune.eval import scoring, tasks
 
@@ -37,7 +37,7 @@ class EvalSettings:
     setting: str = "reasoning_required"
     shots: int = field(default=0, metadata=at_least(0))
     limit: int = field(default=0, metadata=at_least(0))
-    seed: int = field(default=0, metadata=check(lambda v: 0 <= v <= SEED_LIMIT, f"between 0 and {SEED_LIMIT}"))
+    seed: int = field(default=0, metadata=between(0, SEED_LIMIT))
     mode: str = field(default="loglik", metadata=one_of("loglik", "generate"))
     batch_size: int = field(default=8, metadata=at_least(1))
     max_new_tokens: int = field(default=32, metadata=at_least(1))
