@@ -11,6 +11,10 @@ An error names where the value came from: `recipe.yaml:LINE: field 'train.batch_
 
 Command-line options are checked the same way: `int_option`/`float_option` are argparse `type=` checkers with a
 range, and `CommandParser` reports a bad option on one line with exit code 2, as a bad recipe key is.
+
+Option sets that are not recipes (`medtune eval`'s settings, a pipeline's eval step, a merge sweep) are built
+with `from_dict(cls, data, source=...)`: the same key, type and range checks, the error naming its source; and
+`field_option(cls, name)` gives a command-line option the range its field declares, so it is declared once.
 """
 
 from __future__ import annotations
