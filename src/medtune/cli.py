@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "privacy, certainty) scored by rule-based rubrics (docs/safety.md)")
     e.add_argument("--safety-prompts", help="prompt file for --safety (default: the bundled English and Chinese set)")
     e.add_argument("--safety-langs", help="--safety: only prompts in these languages, e.g. en or en,zh (default: all)")
-    e.add_argument("--safety-max-new-tokens", type=positive, default=256, help="--safety answer length cap (default 256)")
+    e.add_argument("--safety-max-new-tokens", type=settings("safety_max_new_tokens"), default=256, help="--safety answer length cap (default 256)")
     e.add_argument("--judge", metavar="URL", help="--safety: also ask this OpenAI-compatible endpoint (base URL, e.g. "
                    "http://127.0.0.1:8000/v1; key in MEDTUNE_JUDGE_API_KEY) to grade each answer")
     e.add_argument("--judge-model", help="the judge's model name (default: the first the endpoint lists)")

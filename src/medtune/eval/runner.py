@@ -54,7 +54,7 @@ class EvalSettings:
     safety: bool = False  # the safety prompts and rubrics (eval/safety.py, docs/safety.md)
     safety_prompts: str | None = None
     safety_langs: list[str] = field(default_factory=list)
-    safety_max_new_tokens: int = 256
+    safety_max_new_tokens: int = field(default=256, metadata=at_least(1))
     judge: str | None = None  # an OpenAI-compatible base URL that grades the safety answers too
     judge_model: str | None = None
 

@@ -525,8 +525,6 @@ def prepare(s) -> SafetyRun:
         raise MedtuneError("--judge grades the safety answers", hint="add --safety")
     if s.judge_model and not s.judge:
         raise MedtuneError("--judge-model names the judge's model", hint="add --judge URL")
-    if s.safety_max_new_tokens < 1:
-        raise MedtuneError(f"--safety-max-new-tokens {s.safety_max_new_tokens}: must be at least 1")
     judge = None
     if s.judge:
         check_judge_url(s.judge)
