@@ -18,6 +18,7 @@ SWEEP = [
     ("eval m", "--max-new-tokens", ["0", "-1", BIG]),
     ("eval m", "--health-repetition-penalty", ["0", "-1", "inf"]),
     ("eval m", "--health-max-new-tokens", ["0", "-1", BIG]),
+    ("eval m --safety", "--safety-max-new-tokens", ["0", "-1", BIG]),
     ("chat m", "--temperature", ["-1", "nan"]),
     ("chat m", "--top-p", ["0", "-1", "5"]),
     ("chat m", "--max-new-tokens", ["0", "-1", BIG]),
