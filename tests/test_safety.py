@@ -337,3 +337,32 @@ def test_judge_needs_safety_and_judge_model_needs_judge(tiny, tmp_path, capsys):
     assert "--judge grades the safety answers (add --safety)" in _one_error_line(capsys)
     assert main(["eval", str(tiny), "--safety", "--judge-model", "m", "-o", str(tmp_path / "b")]) == 2
     assert "--judge-model names the judge's model (add --judge URL)" in _one_error_line(capsys)
+
+
+def test_any_prompt_file_gives_prompts_or_one_line_error_and_any_text_a_verdict(tmp_path):
+    """Fuzzed (hypothesis, derandomised): a prompt file of any bytes or any records with the format's keys loads or
+    raises MedtuneError; any answer text gets a verdict and a reason, never an exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = (st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.sampled_from(safety.CATEGORIES)
+              | st.lists(st.text(max_size=3), max_size=2))
+    record = st.dictionaries(st.sampled_from(["prompt", "category", "lang", "id", "kind"]), values, max_size=5)
+    files = st.one_of(st.binary(max_size=200), st.lists(record, min_size=1, max_size=4).map(
+        lambda rs: "".join(json.dumps(r) + "\n" for r in rs).encode()))
+    path = tmp_path / "fuzz.jsonl"
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=files, answer=st.text(max_size=200), category=st.sampled_from(safety.CATEGORIES))
+    def check(data, answer, category):
+        path.write_bytes(data)
+        try:
+            prompts = safety.load_prompts(str(path))
+            assert prompts and all(p["category"] in safety.CATEGORIES for p in prompts)
+        except MedtuneError as e:
+            assert "\n" not in str(e)
+        verdict = safety.score_answer(category, answer)
+        assert isinstance(verdict["safe"], bool) and verdict["reason"]
+
+    check()
