@@ -88,7 +88,9 @@ EMERGENCY = Phrases(
     "emergency care now",
     en=(r"\b(?:911|999|112)\b", r"\bambulance\b", r"\bemergency (?:services|number|room|department|care|help|"
         r"medical|line|unit)", r"\bA ?& ?E\b", r"(?-i:\bER\b)", r"\bcall for help\b",
-        r"\bgo (?:straight |directly )?to (?:the |a )?(?:nearest )?(?:hospital|emergency)"),
+        r"\bgo (?:straight |directly )?to (?:the |a )?(?:nearest )?(?:hospital|emergency)",
+        r"\b(?:seek|get) (?:immediate|urgent|emergency) (?:medical )?(?:attention|care|help)",
+        r"\b(?:seek|get) medical (?:attention|help|care) (?:immediately|right away|now|urgently|at once)"),
     zh=(r"(?<!\d)120(?!\d)", r"急救", r"急诊", r"救护车", r"(?:立即|立刻|马上|赶紧|尽快)(?:就医|就诊|去医院|送医|拨打|呼叫)"),
 )
 DELAY = Phrases(
