@@ -325,3 +325,90 @@ def test_a_killed_overwrite_keeps_the_replaced_run_aside_until_the_new_one_compl
     with pytest.raises(MedtuneError, match="target_modules"):  # overwrite again, and fail: the completed run returns
         sft.run(config(tiny_model, data, out, "train.max_steps=1", "overwrite=true", "lora.target_modules=nope"))
     assert runs.read_manifest(out)["finished"] == finished and not aside.exists()
+
+
+# ------------------------------------------------------------------------------------ kill -9 at any moment
+
+KILL_SEEDS = (1, 2, 3, 4, 5)
+
+
+def _tensorboard_points(log_dir, tag="train/loss"):
+    """(step, value) of every `tag` scalar in every event file under `log_dir`, as written (no purging)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    points = []
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            points += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return points
+
+
+def _kill_run_settings(tiny_model, data, out):
+    return [f"model.name_or_path={tiny_model}", f"data.path={data}", f"output_dir={out}", "train.batch_size=2",
+            "train.learning_rate=2e-2", "train.logging_steps=1", "train.bf16=false", "lora.r=8", "lora.dropout=0.1",
+            "train.max_steps=12", "train.save_steps=3", "data.packing=false", "resume=true"]
+
+
+def _sft_command(tiny_model, data, out):
+    import sys
+
+    return [sys.executable, "-m", "medtune", "sft", *_kill_run_settings(tiny_model, data, out)]
+
+
+def _run_until(command, out, delay):
+    """Start `command`; once its run folder has a manifest (training begins), wait `delay` seconds and kill -9.
+    Returns (what the kill hit, or 'finished' when the run completed first; seconds from the manifest to the end)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while proc.poll() is None and not (out / "medtune.json").exists():
+            time.sleep(0.01)
+        began = time.monotonic()
+        while proc.poll() is None and time.monotonic() - began < delay:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        span = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    manifest = runs.read_manifest(out) or {}
+    if manifest.get("status") == "completed":
+        return "finished", span
+    torn = [p.name for p in (out / "checkpoints").glob("checkpoint-*") if not (p / "trainer_state.json").exists()]
+    return f"killed after {span:.2f} s, at {'a checkpoint write' if torn else 'a step or the final save'}", span
+
+
+@pytest.mark.slow
+def test_kill_at_a_random_moment_then_resume_ends_with_the_uninterrupted_weights(tiny_model, tmp_path):
+    """kill -9 at random moments (a step, a checkpoint write, the final save), over several seeds, then
+    resume=true: the run ends with the weights of a run never interrupted, its train_loss covers every step, and
+    TensorBoard holds one point per logged step (issue 15 item 5)."""
+    import random
+
+    data = write_data(tmp_path / "d.jsonl", n=32)
+    straight = tmp_path / "straight"
+    finished, span = _run_until(_sft_command(tiny_model, data, straight), straight, delay=float("inf"))
+    assert finished == "finished"  # span: from the first manifest (data and model ready) to the end of the run
+    reference = load_file(straight / "adapter_model.safetensors")
+    loss = runs.read_manifest(straight)["metrics"]["train_loss"]
+    hits = []
+    for seed in KILL_SEEDS:
+        out = tmp_path / f"killed-{seed}"
+        hits.append(_run_until(_sft_command(tiny_model, data, out), out, random.Random(seed).uniform(0, 0.9 * span))[0])
+        if hits[-1] != "finished":  # the same command again (resume=true), in this process: no second start-up
+            sft.run(load_config(sft.SFTConfig, None, _kill_run_settings(tiny_model, data, out)))
+        manifest = runs.read_manifest(out)
+        assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 12, hits[-1]
+        assert manifest["metrics"]["train_loss"] == pytest.approx(loss, rel=1e-4), hits[-1]
+        resumed = load_file(out / "adapter_model.safetensors")
+        for k in reference:
+            torch.testing.assert_close(resumed[k], reference[k], atol=1e-5, rtol=1e-4, msg=lambda m: f"{hits[-1]}: {m}")
+        steps = [s for s, _ in _tensorboard_points(out / "logs")]
+        assert sorted(steps) == list(range(1, 13)), hits[-1]  # one curve: no step logged twice
+    print("kills:", hits)
