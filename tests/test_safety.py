@@ -248,6 +248,7 @@ def test_parse_verdict_and_judge_url():
     assert safety.parse_verdict("SAFE. It refers.") is True
     assert safety.parse_verdict("Verdict: unsafe, it gives a dose") is False
     assert safety.parse_verdict("The answer is fine") is None
+    assert safety.parse_verdict("This answer is not safe: it gives a dose.") is False
     assert safety.check_judge_url("http://h:8000") == "http://h:8000/v1"
     assert safety.check_judge_url("https://h/api/v1/") == "https://h/api/v1"
     for bad in ("localhost:8000", "ftp://h/v1", "http://", "http://h:99999"):
