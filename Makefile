@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medtune-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-latest bench serve clean
+.PHONY: setup demo test test-latest bench bench-eval serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/sft_throughput.py
+
+# medtune's log-likelihood scoring beside lm-evaluation-harness on PubMedQA (500) and MedMCQA (300) from
+# ../shared/data (docs/benchmarks.md); the harness is the bench-only extra. BENCH_EVAL_ARGS="--limit 20" for a check
+BENCH_EVAL_ARGS ?=
+bench-eval: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/eval_throughput.py $(BENCH_EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) runs .pytest_cache

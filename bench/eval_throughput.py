@@ -1,21 +1,31 @@
 #!/usr/bin/env python
-"""Log-likelihood evaluation speed: medtune's scorer against the one-forward-per-choice baseline.
+"""Log-likelihood evaluation speed: medtune's scorer against lm-evaluation-harness and a naive baseline.
 
-Both score the same PubMedQA items (zero-shot, the lm-evaluation-harness prompt, choices " yes"/" no"/
-" maybe") with the same model in the same run:
+All three score the same items with the same model, in fp32, in the same run, zero-shot with the harness's
+prompts (PubMedQA: choices " yes"/" no"/" maybe"; MedMCQA: " A".." D"):
 
-  baseline   `scoring.loglik_reference`: one full forward of context + choice per (item, choice) pair,
-             batch 1, no cache (what a naive harness loop does).
-  medtune    `scoring.loglik_scores`: items sorted by context length and batched (left padding); each
-             context runs once with a KV cache; a choice's first token is read off the context's last
-             position; longer choices run only their remaining tokens on the cached context.
+  harness    lm-evaluation-harness (`pip install -e .[bench]`) with a local task YAML that this script writes
+             into a temporary folder: the items, already rendered with medtune's prompts, as a local JSONL file
+             (no hub). The model is the same local Hugging Face folder medtune loads (for `default`, the
+             embedded GGUF de-quantised to fp32 once by `medtune`). Timed at batch 1 and at each size of
+             --harness-batch-sizes; the best is the one compared.
+  medtune    `scoring.loglik_scores` (eval/scoring.py says how it is fast).
+  baseline   `scoring.loglik_reference`: one full forward of context + choice per (item, choice) pair, batch 1,
+             on the first --baseline-limit items (its rate is what the table shows).
 
-Prints items/s for each, the ratio, both accuracies and the largest difference between their log-likelihoods;
-the predictions must be identical. The machine's state is printed too; never compare runs across machines.
+Printed per task: items/s of each, medtune / harness-best, each one's accuracy (they must be identical, and
+so must every prediction), the largest log-likelihood difference, and medtune's share of the compute bound:
+forward FLOPs of the scored tokens (context tokens, choice tokens after the first, the LM head where it runs)
+divided by the fp32 matmul rate measured in this run. The machine, torch threads and the command are printed;
+never compare figures across machines.
 
-    python bench/eval_throughput.py                     # 100 PubMedQA items from ../shared, default model
-    python bench/eval_throughput.py --n 20 --batch-size 4
-    python bench/eval_throughput.py --model PATH --file pqal.json --json out.json
+    make bench-eval                                  # both tasks, all items (tens of minutes on 2 cores)
+    python bench/eval_throughput.py --limit 20       # a quick check
+    python bench/eval_throughput.py --tasks pubmedqa --harness-batch-sizes 1,4,8,16 --json figures.json
+    python bench/eval_throughput.py --no-harness     # medtune against the baseline only (no lm-eval needed)
+
+Exit status: 0 when every prediction is identical (harness, medtune, baseline), 1 otherwise; with the shared
+data folder missing it says so and exits 0 (nothing to measure).
 """
 
 from __future__ import annotations
@@ -25,64 +35,226 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FILES = {"pubmedqa": SHARED / "pubmedqa" / "pqal_trainval.json", "medmcqa": SHARED / "medmcqa" / "dev_sample300.jsonl"}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="default")
-    p.add_argument("--file", default=str(SHARED / "pubmedqa" / "pqal_trainval.json"))
-    p.add_argument("--n", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--model", default="default", help="default, a model folder or a .gguf file")
+    p.add_argument("--tasks", default="pubmedqa,medmcqa", help="comma-separated: pubmedqa, medmcqa")
+    p.add_argument("--file", action="append", default=[], metavar="TASK=PATH", help="another file for a task")
+    p.add_argument("--limit", type=int, default=0, help="a seeded sample of N items per task (0 = all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="medtune's batch size (default 8)")
+    p.add_argument("--harness-batch-sizes", default="1,8,16", help="the harness's batch sizes to time (default 1,8,16)")
+    p.add_argument("--no-harness", action="store_true", help="skip lm-evaluation-harness")
+    p.add_argument("--baseline-limit", type=int, default=50, help="items the naive baseline scores (0 = skip it)")
     p.add_argument("--json", help="also write the figures here")
     a = p.parse_args(argv)
+    files = dict(FILES)
+    for spec in a.file:
+        name, _, path = spec.partition("=")
+        files[name] = Path(path)
+    names = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    missing = [n for n in names if n not in files or not Path(files[n]).is_file()]
+    if missing:
+        print(f"skipped: no data for {', '.join(missing)} (expected {', '.join(str(files.get(n)) for n in missing)}; "
+              "the shared data folder ../shared/data is not here)")
+        return 0
+    harness_sizes = [int(x) for x in a.harness_batch_sizes.split(",") if x.strip()]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
     import torch
 
     from medtune import models
     from medtune.eval import scoring, tasks
 
-    items = tasks.load_task("pubmedqa", a.file, limit=a.n, seed=a.seed)
-    task = tasks.get_task("pubmedqa")
-    requests = [scoring.Request(task.prompt(it), task.continuations(it)) for it in items]
+    folder = models.resolve(a.model)  # the local HF folder both medtune and the harness load
     loaded = models.load(models.ModelConfig(name_or_path=a.model))
-    model, tok = loaded.model.eval(), loaded.tokenizer
-    ctx_tokens = [len(scoring.encode_pair(tok, r.context, r.continuations[0])[0]) for r in requests]
-    print(f"{len(items)} PubMedQA items, context {min(ctx_tokens)}-{max(ctx_tokens)} tokens (mean {sum(ctx_tokens) / len(ctx_tokens):.0f}); "
-          f"model {a.model}; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    model, tok = loaded.model.float().eval(), loaded.tokenizer
+    rate = matmul_rate()
+    print(f"model {a.model} ({folder}), fp32; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{cpu_name()}, {os.cpu_count()} CPUs; fp32 matmul rate measured now: {rate / 1e9:.0f} GFLOP/s")
+    print("command: python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv))
+
+    figures = {"model": a.model, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+               "matmul_gflops": rate / 1e9, "tasks": {}}
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="medtune-bench-eval-") as tmp:
+        for name in names:
+            items = tasks.load_task(name, files[name], limit=a.limit, seed=a.seed)
+            task = tasks.get_task(name)
+            requests = [scoring.Request(task.prompt(it), task.continuations(it)) for it in items]
+            f, same = bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, Path(tmp))
+            figures["tasks"][name] = f
+            ok = ok and same
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures, indent=2))
+    return 0 if ok else 1
+
+
+def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, tmp: Path):
+    from medtune.eval import scoring
+
+    encoded = [scoring.encode_pair(tok, r.context, r.continuations[0])[0] for r in requests]
+    lengths = [len(c) for c in encoded]
+    print(f"\n{name}: {len(items)} items, context {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f})")
+    gold = [it.answer for it in items]
+    rows = {}  # scorer -> (items/s, accuracy, predictions, scores)
 
     scoring.loglik_scores(model, tok, requests[:2], batch_size=2)  # warm-up (allocations, kernels)
     t0 = time.perf_counter()
     ours = scoring.loglik_scores(model, tok, requests, batch_size=a.batch_size)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = scoring.loglik_reference(model, tok, requests)
-    t_ref = time.perf_counter() - t0
+    rows["medtune"] = _row(len(items) / (time.perf_counter() - t0), ours, gold)
 
-    pred_ours = [scoring.choose(s) for s in ours]
-    pred_ref = [scoring.choose(s) for s in ref]
-    acc_ours = sum(p == it.answer for p, it in zip(pred_ours, items)) / len(items)
-    acc_ref = sum(p == it.answer for p, it in zip(pred_ref, items)) / len(items)
-    diff = max(abs(x - y) for so, sr in zip(ours, ref) for x, y in zip(so, sr))
-    figures = {
-        "items": len(items), "batch_size": a.batch_size,
-        "baseline_items_per_s": len(items) / t_ref, "medtune_items_per_s": len(items) / t_ours,
-        "ratio": t_ref / t_ours, "accuracy_baseline": acc_ref, "accuracy_medtune": acc_ours,
-        "same_predictions": pred_ours == pred_ref, "max_loglik_difference": diff,
-    }
-    print(f"{'scorer':10s} {'items/s':>8s} {'accuracy':>9s}")
-    print(f"{'baseline':10s} {figures['baseline_items_per_s']:8.2f} {acc_ref:9.4f}")
-    print(f"{'medtune':10s} {figures['medtune_items_per_s']:8.2f} {acc_ours:9.4f}")
-    print(f"ratio medtune / baseline: {figures['ratio']:.2f}x; identical predictions: {figures['same_predictions']}; "
-          f"largest log-likelihood difference {diff:.2e}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(figures, indent=2))
-    return 0 if figures["same_predictions"] else 1
+    if not a.no_harness:
+        for bs in harness_sizes:
+            speed, scores = run_harness(name, items, requests, folder, bs, tmp)
+            rows[f"harness bs{bs}"] = _row(speed, scores, gold)
+
+    n_base = min(a.baseline_limit, len(items))
+    if n_base:
+        t0 = time.perf_counter()
+        ref = scoring.loglik_reference(model, tok, requests[:n_base])
+        rows["baseline"] = _row(n_base / (time.perf_counter() - t0), ref, gold[:n_base])
+
+    flops = scored_flops(model, tok, requests, scoring)
+    bound = rate / (flops / len(items))  # items/s if every scored FLOP ran at the measured matmul rate
+    harness_rows = [k for k in rows if k.startswith("harness")]
+    best = max(harness_rows, key=lambda k: rows[k][0]) if harness_rows else None
+    print(f"{'scorer':14s} {'items/s':>8s} {'accuracy':>9s}  vs medtune")
+    for k, (speed, acc, preds, scores) in rows.items():
+        n = len(preds)
+        same = preds == rows["medtune"][2][:n]
+        diff = max(abs(x - y) for s1, s2 in zip(scores, ours[:n]) for x, y in zip(s1, s2))
+        note = "" if k == "medtune" else f"  predictions {'identical' if same else 'DIFFER'}, largest log-likelihood difference {diff:.1e}"
+        note += f" (first {n} items)" if n < len(items) else ""
+        print(f"{k:14s} {speed:8.2f} {acc:9.4f}{note}")
+    f = {"items": len(items), "mean_context_tokens": sum(lengths) / len(lengths), "medtune_batch_size": a.batch_size,
+         "compute_bound_items_per_s": bound, "medtune_share_of_bound": rows["medtune"][0] / bound,
+         "rows": {k: {"items_per_s": v[0], "accuracy": v[1], "items": len(v[2]),
+                      "same_predictions": v[2] == rows["medtune"][2][:len(v[2])],
+                      "max_loglik_difference": max(abs(x - y) for s1, s2 in zip(v[3], ours) for x, y in zip(s1, s2))}
+                  for k, v in rows.items()}}
+    print(f"compute bound {bound:.2f} items/s ({flops / len(items) / 1e9:.3g} GFLOP per item): medtune at "
+          f"{100 * f['medtune_share_of_bound']:.0f}% of it")
+    if best:
+        f["harness_best"] = best
+        f["ratio_medtune_over_harness_best"] = rows["medtune"][0] / rows[best][0]
+        f["ratio_medtune_over_harness_bs1"] = rows["medtune"][0] / rows[harness_rows[0]][0]
+        print(f"ratio medtune / harness best ({best}): {f['ratio_medtune_over_harness_best']:.2f}x; "
+              f"medtune / {harness_rows[0]}: {f['ratio_medtune_over_harness_bs1']:.2f}x")
+    if "baseline" in rows:
+        f["ratio"] = rows["medtune"][0] / rows["baseline"][0]
+        print(f"ratio medtune / baseline: {f['ratio']:.2f}x")
+    same = all(v["same_predictions"] for v in f["rows"].values())
+    accuracies = {k: v["accuracy"] for k, v in f["rows"].items() if v["items"] == len(items)}
+    print(f"identical predictions: {same}; accuracy " + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
+    return f, same
+
+
+def _row(speed, scores, gold):
+    from medtune.eval import scoring
+
+    preds = [scoring.choose(s) for s in scores]
+    return speed, sum(p == g for p, g in zip(preds, gold)) / len(gold), preds, scores
+
+
+def run_harness(name, items, requests, folder, batch_size, tmp: Path):
+    """(items/s, per-item choice log-likelihoods) from lm-evaluation-harness on the same rendered items."""
+    try:
+        from lm_eval.evaluator import evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        sys.exit("lm-evaluation-harness is not installed: pip install -e '.[bench]' (or pass --no-harness)")
+    import logging
+
+    logging.getLogger("lm-eval").setLevel(logging.WARNING)
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    task_name = f"medtune_bench_{name}"
+    data = tmp / f"{name}.jsonl"
+    # the continuation is target_delimiter (" ") + choice: the same strings medtune scores
+    data.write_text("".join(json.dumps({"text": r.context, "choices": [c[1:] for c in r.continuations], "gold": it.answer},
+                                       ensure_ascii=False) + "\n" for r, it in zip(requests, items)))
+    assert all(c.startswith(" ") for r in requests for c in r.continuations)
+    (tmp / f"{task_name}.yaml").write_text(
+        f"task: {task_name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: text\n"
+        "doc_to_choice: choices\n"
+        "doc_to_target: gold\n"
+        "target_delimiter: \" \"\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    manager = TaskManager(include_path=str(tmp), include_defaults=False)
+    lm = HFLM(pretrained=str(folder), dtype="float32", device="cpu", batch_size=batch_size)
+    evaluate(lm=lm, task_dict=manager.load([task_name]), limit=2, bootstrap_iters=0,
+                               verbosity="WARNING")  # warm-up
+    task_dict = manager.load([task_name])
+    t0 = time.perf_counter()
+    out = evaluate(lm=lm, task_dict=task_dict, log_samples=True, bootstrap_iters=0, verbosity="WARNING")
+    speed = len(items) / (time.perf_counter() - t0)
+    scores = [None] * len(items)
+    for sample in out["samples"][task_name]:
+        scores[sample["doc_id"]] = [float(r[0][0]) for r in sample["resps"]]
+    return speed, scores
+
+
+def scored_flops(model, tok, requests, scoring) -> float:
+    """Forward FLOPs medtune must spend: every context token and every choice token after the first through the
+    decoder (2 per weight of each linear layer, plus causal attention's 4 x hidden per earlier position per
+    layer), and the LM head at each position whose next token is scored."""
+    import torch
+
+    cfg = model.config
+    head = model.get_output_embeddings()
+    head_weights = head.weight.numel() if head is not None else 0
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)) - head_weights
+    layers, hidden = cfg.num_hidden_layers, cfg.hidden_size
+    total = 0.0
+    for r in requests:
+        ctx, conts = scoring._encode(tok, r)
+        tails = [len(c) - 1 for c in conts]
+        for n, start in [(len(ctx), 0)] + [(t, len(ctx)) for t in tails if t]:
+            attention = 4 * layers * hidden * (n * start + n * (n + 1) / 2)
+            total += 2 * linear * n + attention
+        total += 2 * head_weights * (1 + sum(tails))
+    return total
+
+
+def matmul_rate(seconds: float = 2.0) -> float:
+    """Best fp32 FLOP/s of a (4096 x 576) @ (576 x 1536) product over a few rounds (a decoder MLP's shape)."""
+    import torch
+
+    a, b = torch.randn(4096, 576), torch.randn(576, 1536)
+    flop = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, b)
+        best = max(best, 5 * flop / (time.perf_counter() - t0))
+    return best
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ the continuation; the context alone and context + continuation are tokenised wit
 continuation's tokens are those of the whole past the context's length. The choice with the highest summed
 log-probability wins (`acc`); `acc_norm` divides by the continuation's length in bytes.
 
-Speed (`loglik_scores`): each context is run once. Items are sorted by context length and batched; the batch
-runs with a KV cache; the first token of every choice is read off the context's last position, and only
-choices longer than one token run a second, small forward over their remaining tokens on top of the
-cached context. `loglik_reference` is the one-forward-per-(context, choice) baseline it must equal.
+Speed (`loglik_scores`): each context is run once, items sorted by context length and batched. When every
+choice is one token (letters, yes/no/maybe), a batch is right-padded and run without an attention mask, and
+the LM head runs only at each context's last position (the head is about a fifth of this model's forward, and
+a log-softmax over every position is memory-bound). Otherwise the batch runs left-padded with a KV cache; the
+first token of every choice is read off the last position, and only choices longer than one token run a second,
+small forward over their remaining tokens on the cached context. `loglik_reference` is the
+one-forward-per-(context, choice) baseline both must equal (docs/eval.md: what was measured and kept).
 """
 
 from __future__ import annotations
@@ -80,36 +83,96 @@ def loglik_reference(model, tokenizer, requests: list[Request], progress=None) -
 
 
 def loglik_scores(model, tokenizer, requests: list[Request], *, batch_size: int = 8, progress=None) -> list[list[float]]:
-    """Summed log-probability of each continuation after its context; each context is run once."""
+    """Summed log-probability of each continuation after its context; each context is run once.
+
+    Items whose choices are all one token (" A".." D", " yes"/" no"/" maybe") take the fast path
+    (`_single_token_items`); the others keep each context's KV cache for their longer choices (`_cached_items`).
+    """
+    import torch
+
+    encoded = [_encode(tokenizer, r) for r in requests]
+    results: list[list[float]] = [[] for _ in requests]
+    single = [i for i, (_, conts) in enumerate(encoded) if all(len(c) == 1 for c in conts)]
+    chosen = set(single)
+    multi = [i for i in range(len(requests)) if i not in chosen]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        _single_token_items(model, encoded, single, results, pad, batch_size, progress)
+        _cached_items(model, encoded, multi, results, pad, batch_size, progress)
+    return results
+
+
+def _longest_first(encoded, indices: list[int]) -> list[int]:
+    # similar lengths batch together; the longest batch comes first, so running out of memory shows at once
+    return sorted(indices, key=lambda i: -len(encoded[i][0]))
+
+
+def _accepts(model, argument: str) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return argument in inspect.signature(base.forward).parameters
+
+
+def _single_token_items(model, encoded, indices, results, pad, batch_size, progress) -> None:
+    """One forward per batch of contexts, right-padded with no attention mask (causal attention never looks
+    ahead, so padding after a context changes none of its positions, and attention runs its unmasked causal
+    kernel); the LM head runs only at each context's last position, where every choice's only token is read."""
     import torch
 
     device = model.get_input_embeddings().weight.device
-    encoded = [_encode(tokenizer, r) for r in requests]
-    order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))  # similar lengths batch together
-    results: list[list[float]] = [[] for _ in requests]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            ctxs = [encoded[i][0] for i in idx]
-            width = max(len(c) for c in ctxs)
-            # left padding: every context ends at the last column, where its choices' first tokens are read
-            ids = torch.tensor([[pad] * (width - len(c)) + c for c in ctxs], device=device)
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in ctxs], device=device)
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
-            last = torch.log_softmax(out.logits[:, -1].float(), -1)
-            rows = []  # (batch row, item, choice) for choices longer than one token
-            for b, i in enumerate(idx):
-                conts = encoded[i][1]
-                results[i] = [last[b, c[0]].item() for c in conts]
-                rows += [(b, i, j) for j, c in enumerate(conts) if len(c) > 1]
-            if rows:
-                cache = out["cache"] if "cache" in out else out["past_key_values"]
-                _rest_of_choices(model, cache, mask, rows, encoded, results, pad, device)
-            if progress:
-                progress(len(idx))
-    return results
+    keeps_logits = _accepts(model, "logits_to_keep")
+    order = _longest_first(encoded, indices)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ctxs = [encoded[i][0] for i in idx]
+        width = max(len(c) for c in ctxs)
+        ids = torch.tensor([c + [pad] * (width - len(c)) for c in ctxs], device=device)
+        ends = sorted({len(c) - 1 for c in ctxs})
+        if keeps_logits:  # the head over the few distinct last positions, not over every token
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=torch.tensor(ends, device=device)).logits
+            column = {pos: k for k, pos in enumerate(ends)}
+        else:
+            logits = model(input_ids=ids, use_cache=False).logits
+            column = {pos: pos for pos in ends}
+        rows = torch.arange(len(idx), device=device)
+        cols = torch.tensor([column[len(c) - 1] for c in ctxs], device=device)
+        last = torch.log_softmax(logits[rows, cols].float(), -1)
+        for b, i in enumerate(idx):
+            results[i] = last[b, [c[0] for c in encoded[i][1]]].tolist()
+        if progress:
+            progress(len(idx))
+
+
+def _cached_items(model, encoded, indices, results, pad, batch_size, progress) -> None:
+    """Items with a longer choice: the batch of contexts runs left-padded with a KV cache; every choice's first
+    token is read off the last column, and choices longer than one token run only their remaining tokens on
+    top of the cached context (`_rest_of_choices`)."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    order = _longest_first(encoded, indices)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ctxs = [encoded[i][0] for i in idx]
+        width = max(len(c) for c in ctxs)
+        # left padding: every context ends at the last column, where its choices' first tokens are read
+        ids = torch.tensor([[pad] * (width - len(c)) + c for c in ctxs], device=device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in ctxs], device=device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, **keep)
+        last = torch.log_softmax(out.logits[:, -1].float(), -1)
+        rows = []  # (batch row, item, choice) for choices longer than one token
+        for b, i in enumerate(idx):
+            conts = encoded[i][1]
+            results[i] = [last[b, c[0]].item() for c in conts]
+            rows += [(b, i, j) for j, c in enumerate(conts) if len(c) > 1]
+        if rows:
+            cache = out["cache"] if "cache" in out else out["past_key_values"]
+            _rest_of_choices(model, cache, mask, rows, encoded, results, pad, device)
+        if progress:
+            progress(len(idx))
 
 
 def cache_argument(model) -> str:
