@@ -159,6 +159,21 @@ class _Document:
     def fail(self, pos: int, message: str):
         raise DataError(self.path, self.line(min(pos, len(self.text))), None, f"invalid JSON: {message}", self.hint)
 
+    def after(self, pos: int, close: str, what: str) -> tuple[int, bool]:
+        """Past the ',' after an element of `what` (an array, an object), or past its closing `close` (True)."""
+        pos = self.skip(pos)
+        if self.at(pos, ","):
+            return self.skip(pos + 1), False
+        if self.at(pos, close):
+            return pos + 1, True
+        element = "an element" if what == "array" else "a member"
+        self.fail(pos, f"expected ',' or '{close}' after {element}" if pos < len(self.text) else
+                  f"the {what} is not closed with '{close}'")
+
+    def end(self, pos: int, close: str) -> None:
+        if self.skip(pos) < len(self.text):
+            self.fail(self.skip(pos), f"extra data after the closing '{close}'")
+
     def value(self, pos: int) -> tuple[object, int]:
         """The JSON value starting at `pos` and the position after it."""
         try:
@@ -176,23 +191,13 @@ def iter_json_array(path) -> Iterator[tuple[int, object]]:
     """
     doc = _Document(path, read_text(path), "the file must be one JSON array of objects [{...}, {...}]")
     pos = doc.skip(doc.skip(0) + 1)  # just after the opening '['
-    if doc.at(pos, "]"):
-        pos += 1
-    else:
-        while True:
-            value, end = doc.value(pos)
-            yield doc.line(pos), value
-            pos = doc.skip(end)
-            if doc.at(pos, ","):
-                pos = doc.skip(pos + 1)
-            elif doc.at(pos, "]"):
-                pos += 1
-                break
-            else:
-                doc.fail(pos, "expected ',' or ']' after an element" if pos < len(doc.text) else
-                         "the array is not closed with ']'")
-    if doc.skip(pos) < len(doc.text):
-        doc.fail(doc.skip(pos), "extra data after the closing ']'")
+    done = doc.at(pos, "]")
+    pos += done
+    while not done:
+        value, end = doc.value(pos)
+        yield doc.line(pos), value
+        pos, done = doc.after(end, "]", "array")
+    doc.end(pos, "]")
 
 
 def iter_json_members(path, hint: str) -> Iterator[tuple[int, str, object]]:
@@ -206,27 +211,16 @@ def iter_json_members(path, hint: str) -> Iterator[tuple[int, str, object]]:
         return doc.skip(pos + 1)
 
     pos = expect(doc.skip(0), "{", "'{' at the start of the file")
-    if doc.at(pos, "}"):
-        pos += 1
-    else:
-        while True:
-            if not doc.at(pos, '"'):
-                doc.fail(pos, "expected a quoted key")
-            key_pos = pos
-            key, pos = doc.value(pos)
-            value, pos = doc.value(expect(doc.skip(pos), ":", "':' after the key"))
-            yield doc.line(key_pos), key, value
-            pos = doc.skip(pos)
-            if doc.at(pos, ","):
-                pos = doc.skip(pos + 1)
-            elif doc.at(pos, "}"):
-                pos += 1
-                break
-            else:
-                doc.fail(pos, "the object is not closed with '}'" if pos >= len(doc.text) else
-                         "expected ',' or '}' after a member")
-    if doc.skip(pos) < len(doc.text):
-        doc.fail(doc.skip(pos), "extra data after the closing '}'")
+    done = doc.at(pos, "}")
+    pos += done
+    while not done:
+        if not doc.at(pos, '"'):
+            doc.fail(pos, "expected a quoted key")
+        key, end = doc.value(pos)
+        value, end = doc.value(expect(doc.skip(end), ":", "':' after the key"))
+        yield doc.line(pos), key, value
+        pos, done = doc.after(end, "}", "object")
+    doc.end(pos, "}")
 
 
 def iter_objects(path) -> Iterator[tuple[int, dict]]:
