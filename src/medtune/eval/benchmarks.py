@@ -342,19 +342,23 @@ def _answer_letter(path, line, value: str, name: str, first_row: bool) -> int:
     return "ABCD".index(letter)
 
 
+def _abcd_item(path, line, subject: str, index: str, cells: list[str], names: tuple[str, str], first_row: bool):
+    """An MMLU/CMMLU row: cells question, A, B, C, D, answer letter; `names` are the file's question and answer
+    column names, for an error."""
+    if not cells[0].strip():
+        raise DataError(path, line, names[0], "is empty", "fill in the question or drop the row")
+    answer = _answer_letter(path, line, cells[5], names[1], first_row)
+    return MCItem(id=f"{subject}/{index}", question=cells[0], choices=cells[1:5], choice_labels=list("ABCD"),
+                  answer=answer, subject=subject, source=_source(path, line))
+
+
 def _mmlu_file(path: Path, subject: str) -> list[MCItem]:
     items = []
     for n, (line, row) in enumerate(_iter_csv(path), 1):
         if len(row) != 6:
             raise DataError(path, line, None, f"expected 6 columns (question, A, B, C, D, answer), got {len(row)}",
                             "check the quoting: a field with a comma or a line break must be in double quotes")
-        if not row[0].strip():
-            raise DataError(path, line, "question", "is empty", "fill in the question or drop the row")
-        answer = _answer_letter(path, line, row[5], "answer", n == 1)
-        items.append(MCItem(
-            id=f"{subject}/{n}", question=row[0], choices=row[1:5], choice_labels=list("ABCD"), answer=answer,
-            subject=subject, source=_source(path, line),
-        ))
+        items.append(_abcd_item(path, line, subject, str(n), row, ("question", "answer"), n == 1))
     if not items:
         raise no_items(path)
     return items
@@ -362,10 +366,8 @@ def _mmlu_file(path: Path, subject: str) -> list[MCItem]:
 
 def load_mmlu(path, setting: str = "reasoning_required") -> list[MCItem]:
     """MMLU CSVs without a header (question, A, B, C, D, answer); a folder loads the medical subjects only."""
-    items = []
-    for f, subject in _csv_files(path, MMLU_MEDICAL, "MMLU", "{}_test.csv"):
-        items.extend(_mmlu_file(f, subject))
-    return items
+    files = _csv_files(path, MMLU_MEDICAL, "MMLU", "{}_test.csv")
+    return [item for f, subject in files for item in _mmlu_file(f, subject)]
 
 
 _CMMLU_HEADER = ["Question", "A", "B", "C", "D", "Answer"]
@@ -385,14 +387,9 @@ def _cmmlu_file(path: Path, subject: str) -> list[MCItem]:
             raise DataError(path, line, None, f"expected {len(header)} columns like the header, got {len(row)}",
                             "check the quoting: a field with a comma or a line break must be in double quotes")
         cells = dict(zip(header, row))
-        if not cells["Question"].strip():
-            raise DataError(path, line, "Question", "is empty", "fill in the question or drop the row")
-        answer = _answer_letter(path, line, cells["Answer"], "Answer", False)
         index = cells.get("", "").strip() or str(len(items))
-        items.append(MCItem(
-            id=f"{subject}/{index}", question=cells["Question"], choices=[cells[k] for k in "ABCD"],
-            choice_labels=list("ABCD"), answer=answer, subject=subject, source=_source(path, line),
-        ))
+        items.append(_abcd_item(path, line, subject, index, [cells[k] for k in _CMMLU_HEADER],
+                                ("Question", "Answer"), False))
     if not items:
         raise no_items(path)
     return items
@@ -400,10 +397,8 @@ def _cmmlu_file(path: Path, subject: str) -> list[MCItem]:
 
 def load_cmmlu(path, setting: str = "reasoning_required") -> list[MCItem]:
     """CMMLU CSVs with header ``,Question,A,B,C,D,Answer``; a folder loads the medicine-related subjects only."""
-    items = []
-    for f, subject in _csv_files(path, CMMLU_MEDICAL, "CMMLU", "{}.csv"):
-        items.extend(_cmmlu_file(f, subject))
-    return items
+    files = _csv_files(path, CMMLU_MEDICAL, "CMMLU", "{}.csv")
+    return [item for f, subject in files for item in _cmmlu_file(f, subject)]
 
 
 # --------------------------------------------------------------------------- our generic MCQ JSONL
