@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", default="loglik", choices=["loglik", "generate"], help="log-likelihood of each choice (default) or chat generation + answer extraction")
     e.add_argument("--batch-size", type=settings("batch_size"), default=8)
     e.add_argument("--max-new-tokens", type=settings("max_new_tokens"), default=32, help="generate mode (default 32)")
+    e.add_argument("--generate-batch-size", type=settings("generate_batch_size"), default=16, help="generate mode and --health: replies generated together (default 16)")
     e.add_argument("--general-text", action="append", metavar="FILE", help="perplexity on a general text file (repeatable)")
     e.add_argument("--text-mode", default="line", choices=["line", "paragraph"], help="documents per line or paragraph in .txt")
     e.add_argument("--health", action="store_true", help="generation health: repetition, self-questioning, leaks, stopping")

@@ -3,7 +3,8 @@ to end its turn? (`medtune eval MODEL --health`, docs/health.md)
 
 Per-response metrics are pure functions of the response's token ids and text, so they can be tested
 without a model. `summarize` turns them into shares and means and raises a flag for each one past its
-threshold (`Thresholds`). `run_health` generates a greedy answer to each prompt with `medtune.chat`.
+threshold (`Thresholds`). `run_health` generates a greedy answer to each prompt, several at once, through the
+engine `medtune serve` batches (`replies`).
 """
 
 from __future__ import annotations
@@ -234,21 +235,49 @@ def health_settings(settings=None):
     return dataclasses.replace(settings, temperature=0.0)
 
 
-def run_health(cm, prompts: list[dict], settings=None, *, progress: bool = True,
-               thresholds: Thresholds = DEFAULT) -> dict:
-    """Answer each prompt greedily with `chat.generate`, measure each answer, summarise.
-
-    Returns {"settings": ..., "responses": [{prompt, kind, lang, response, <metrics>}], "summary": ...}.
-    """
+def replies(cm, conversations: list[list[dict]], settings, *, batch_size: int = 16, progress: bool = True,
+            desc: str = "generate") -> list:
+    """Replies (`chat.Reply`) to many conversations through the engine `medtune serve` batches: `batch_size`
+    decoded together, a conversation taking the row of the first reply to finish. Greedy replies are the ones
+    `chat.complete` gives one at a time (docs/eval.md says how close). The progress bar counts replies, with
+    their rate, the tokens generated per second and the time left."""
     from tqdm import tqdm
 
     from medtune import chat
+    from medtune.data import templates
+    from medtune.serve.engine import Engine
 
+    prompts = [templates.encode_dialogue(cm.tokenizer, cm.fmt, messages, add_generation_prompt=True,
+                                         enable_thinking=settings.enable_thinking).input_ids
+               for messages in conversations]
+    engine = Engine(cm.model, cm.tokenizer, cm.stop_ids, max_concurrency=batch_size, max_queue=0)
+    bar = tqdm(total=len(prompts), desc=desc, unit="reply", disable=not progress, file=sys.stderr)
+    generated = [0]
+
+    def done(_, event):
+        generated[0] += event.completion_tokens
+        bar.set_postfix_str(f"{generated[0] / max(1e-9, bar.format_dict['elapsed']):.0f} tokens/s", refresh=False)
+        bar.update(1)
+
+    try:
+        finals = engine.run_many(prompts, chat.sampling_params(settings), on_done=done)
+    finally:
+        bar.close()
+    return [chat.Reply(ev.delta.strip(), ev.finish_reason == "stop", ev.token_ids or []) for ev in finals]
+
+
+def run_health(cm, prompts: list[dict], settings=None, *, progress: bool = True,
+               thresholds: Thresholds = DEFAULT, batch_size: int = 16) -> dict:
+    """Answer each prompt greedily (`replies`: `batch_size` generated together), measure each answer, summarise.
+
+    Returns {"settings": ..., "responses": [{prompt, kind, lang, response, <metrics>}], "summary": ...}.
+    """
     settings = health_settings(settings)
     marker = user_turn_marker(cm.fmt, cm.tokenizer)
+    answers = replies(cm, [[{"role": "user", "content": item["prompt"]}] for item in prompts], settings,
+                      batch_size=batch_size, progress=progress, desc="health")
     responses = []
-    for item in tqdm(prompts, desc="health", unit="prompt", disable=not progress, file=sys.stderr):
-        reply = chat.complete(cm, [{"role": "user", "content": item["prompt"]}], settings)
+    for item, reply in zip(prompts, answers):
         text, stopped = reply.text, reply.stopped
         ids = reply.token_ids[:-1] if stopped else reply.token_ids  # exactly what was generated, end token off
         row = {"prompt": item["prompt"], "kind": item.get("kind"), "lang": item.get("lang"), "response": text}

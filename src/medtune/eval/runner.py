@@ -40,6 +40,7 @@ class EvalSettings:
     seed: int = field(default=0, metadata=between(0, SEED_LIMIT))
     mode: str = field(default="loglik", metadata=one_of("loglik", "generate"))
     batch_size: int = field(default=8, metadata=at_least(1))
+    generate_batch_size: int = field(default=16, metadata=at_least(1))
     max_new_tokens: int = field(default=32, metadata=at_least(1))
     general_text: list[str] = field(default_factory=list)
     text_mode: str = field(default="line", metadata=one_of("line", "paragraph"))
@@ -97,9 +98,9 @@ def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[d
 
     task = tasks.get_task(name)
     started = time.time()
-    bar = tqdm(total=len(items), desc=name, unit="item", file=sys.stderr)
     rows = []
     if s.mode == "loglik":
+        bar = tqdm(total=len(items), desc=name, unit="item", file=sys.stderr)
         requests = [scoring.Request(task.few_shot_prompt(_shots(items, s.shots, s.seed, i), it) if s.shots else task.prompt(it),
                                     task.continuations(it)) for i, it in enumerate(items)]
         scores = scoring.loglik_scores(cm.model, cm.tokenizer, requests, batch_size=s.batch_size, progress=bar.update)
@@ -107,20 +108,20 @@ def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[d
         norm = [scoring.choose(sc, r.continuations, normalise=True) for sc, r in zip(scores, requests)]
         for it, sc, p in zip(items, scores, preds):
             rows.append({"id": it.id, "gold": it.answer, "pred": p, "scores": [round(x, 4) for x in sc]})
+        bar.close()
     else:
         from medtune import chat
         from medtune.data import templates
+        from medtune.eval import health
 
         greedy = chat.GenerationSettings(temperature=0.0, max_new_tokens=s.max_new_tokens, repetition_penalty=1.0,
                                          enable_thinking=s.enable_thinking)
+        conversations = [[{"role": "user", "content": _generate_prompt(task, it, _lang(it))}] for it in items]
         preds, norm = [], None
-        for it in items:
-            text, stopped = chat.generate(cm, [{"role": "user", "content": _generate_prompt(task, it, _lang(it))}], greedy)
-            pred = scoring.extract_choice(templates.strip_reasoning(text), it.choice_labels, it.choices)
+        for it, reply in zip(items, health.replies(cm, conversations, greedy, batch_size=s.generate_batch_size, desc=name)):
+            pred = scoring.extract_choice(templates.strip_reasoning(reply.text), it.choice_labels, it.choices)
             preds.append(pred)
-            rows.append({"id": it.id, "gold": it.answer, "pred": pred, "answer": text, "stopped": stopped})
-            bar.update(1)
-    bar.close()
+            rows.append({"id": it.id, "gold": it.answer, "pred": pred, "answer": reply.text, "stopped": reply.stopped})
     metrics = scoring.task_metrics(items, preds, seed=s.seed, f1=name == "pubmedqa")
     if norm is not None:
         metrics["accuracy_norm"] = sum(p == it.answer for p, it in zip(norm, items)) / len(items)
@@ -191,7 +192,8 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
         from medtune.chat import GenerationSettings
 
         result["health"] = health.run_health(cm, prompts, GenerationSettings(
-            temperature=0.0, max_new_tokens=s.health_max_new_tokens, repetition_penalty=s.health_repetition_penalty))
+            temperature=0.0, max_new_tokens=s.health_max_new_tokens, repetition_penalty=s.health_repetition_penalty),
+            batch_size=s.generate_batch_size)
     if safety_run is not None:
         result["safety"] = safety_run.run(cm)
 

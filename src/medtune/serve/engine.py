@@ -190,6 +190,35 @@ class Engine:
         final.delta = "".join(parts)
         return final
 
+    def run_many(self, prompts: list[list[int]], params: SamplingParams, on_done=None) -> list[Event]:
+        """Generate replies to many prompts inline (no thread), `max_concurrency` decoded together: a prompt
+        takes the row of the first reply to finish. `on_done(index, event)` is called as each reply ends.
+        Returns the last events in prompt order, each `delta` holding its whole reply."""
+        parts: list[list[str]] = [[] for _ in prompts]
+        finals: list[Event | None] = [None] * len(prompts)
+
+        def sink_for(k: int):
+            def sink(ev: Event):
+                if ev.delta:
+                    parts[k].append(ev.delta)
+                if ev.finish_reason is not None:
+                    ev.delta = "".join(parts[k])
+                    finals[k] = ev
+                    if on_done is not None:
+                        on_done(k, ev)
+            return sink
+
+        submitted = 0
+        while any(f is None for f in finals):
+            while submitted < len(prompts) and sum(self.load()) < self.capacity:  # never more than the free rows
+                self.submit(prompts[submitted], params, sink_for(submitted))
+                submitted += 1
+            self.step()
+        for ev in finals:
+            if ev.error:
+                raise RuntimeError(ev.error)
+        return finals
+
     # --- the background thread ---------------------------------------------------------------------
 
     def start(self) -> "Engine":
