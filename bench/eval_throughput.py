@@ -23,6 +23,13 @@ never compare figures across machines.
     python bench/eval_throughput.py --limit 20       # a quick check
     python bench/eval_throughput.py --tasks pubmedqa --harness-batch-sizes 1,4,8,16 --json figures.json
     python bench/eval_throughput.py --no-harness     # medtune against the baseline only (no lm-eval needed)
+    python bench/eval_throughput.py --health         # the 40 health prompts: one at a time against batched
+
+With --health the script times `eval --health`'s generation instead (greedy, repetition penalty 1.1, up to 512
+new tokens, as `medtune eval --health`): one prompt at a time (`chat.complete`, what it did before) against
+`health.replies` at each of --health-batch-sizes, and counts the replies that differ from the one-at-a-time ones,
+with where each first differs and the gap between the two best logits there (a near-tie that the batch's
+different summation order can flip).
 
 Exit status: 0 when every prediction is identical (harness, medtune, baseline), 1 otherwise; with the shared
 data folder missing it says so and exits 0 (nothing to measure).
@@ -31,6 +38,7 @@ data folder missing it says so and exits 0 (nothing to measure).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -55,7 +63,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-harness", action="store_true", help="skip lm-evaluation-harness")
     p.add_argument("--baseline-limit", type=int, default=50, help="items the naive baseline scores (0 = skip it)")
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--health", action="store_true", help="time the health check's generation instead")
+    p.add_argument("--health-batch-sizes", default="16,40", help="--health: batch sizes to time (default 16,40)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="--health: reply length cap (default 512)")
     a = p.parse_args(argv)
+    if a.health:
+        return bench_health(a)
     files = dict(FILES)
     for spec in a.file:
         name, _, path = spec.partition("=")
@@ -157,6 +170,64 @@ def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes
     accuracies = {k: v["accuracy"] for k, v in f["rows"].items() if v["items"] == len(items)}
     print(f"identical predictions: {same}; accuracy " + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
     return f, same
+
+
+def bench_health(a) -> int:
+    import torch
+
+    from medtune import chat
+    from medtune.eval import health
+
+    prompts = health.load_prompts()
+    if a.limit:
+        prompts = prompts[:a.limit]
+    cm = chat.load_chat_model(a.model)
+    settings = health.health_settings(chat.GenerationSettings(max_new_tokens=a.max_new_tokens, repetition_penalty=1.1))
+    conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
+    print(f"health check: {len(prompts)} prompts, greedy, repetition penalty 1.1, up to {a.max_new_tokens} new tokens; "
+          f"model {a.model}; torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}, {os.cpu_count()} CPUs")
+    print("command: python bench/eval_throughput.py " + " ".join(sys.argv[1:]))
+    chat.complete(cm, conversations[0][:1], dataclasses.replace(settings, max_new_tokens=2))  # warm-up
+    t0 = time.perf_counter()
+    alone = [chat.complete(cm, c, settings) for c in conversations]
+    t_alone = time.perf_counter() - t0
+    tokens = sum(len(r.token_ids) for r in alone)
+    figures = {"prompts": len(prompts), "tokens": tokens, "one_at_a_time_s": t_alone, "batched": {}}
+    print(f"{'generation':14s} {'seconds':>8s} {'tokens/s':>9s} {'speed-up':>9s}  replies differing from one at a time")
+    print(f"{'one at a time':14s} {t_alone:8.1f} {tokens / t_alone:9.1f} {1:9.2f}")
+    for bs in [int(x) for x in a.health_batch_sizes.split(",") if x.strip()]:
+        t0 = time.perf_counter()
+        batched = health.replies(cm, conversations, settings, batch_size=bs, progress=False)
+        t = time.perf_counter() - t0
+        differ = [(k, first_difference(r.token_ids, b.token_ids)) for k, (r, b) in enumerate(zip(alone, batched))
+                  if r.token_ids != b.token_ids]
+        gaps = [logit_gap(cm, conversations[k], alone[k].token_ids[:at]) for k, at in differ]
+        figures["batched"][bs] = {"seconds": t, "speed_up": t_alone / t, "differing": len(differ),
+                                  "first_difference": [{"prompt": k, "token": at, "top2_logit_gap": g}
+                                                       for (k, at), g in zip(differ, gaps)]}
+        detail = "; ".join(f"#{k} from token {at} (top-2 logit gap {g:.3f})" for (k, at), g in zip(differ, gaps))
+        print(f"{'batch ' + str(bs):14s} {t:8.1f} {sum(len(b.token_ids) for b in batched) / t:9.1f} {t_alone / t:9.2f}  "
+              f"{len(differ)} of {len(prompts)}{': ' + detail if detail else ''}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def first_difference(x: list[int], y: list[int]) -> int:
+    return next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+
+
+def logit_gap(cm, conversation, prefix: list[int]) -> float:
+    """The gap between the two best raw logits (no penalty) after the prompt and `prefix`, run alone."""
+    import torch
+
+    from medtune.data import templates
+
+    ids = templates.encode_dialogue(cm.tokenizer, cm.fmt, conversation, add_generation_prompt=True).input_ids + prefix
+    with torch.no_grad():
+        logits = cm.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1).logits[0, -1].float()
+    top = logits.topk(2).values
+    return float(top[0] - top[1])
 
 
 def _row(speed, scores, gold):
