@@ -222,15 +222,15 @@ def _markers(messages, extra=()) -> tuple[str, str]:
 def _render(tokenizer, fmt: ChatFormat, messages, add_generation_prompt: bool, markers: tuple[str, str],
             thoughts=None, enable_thinking: bool | None = None, tools=None) -> str:
     """The template's text with placeholders: message i's content is `OPEN i CLOSE`, its reasoning (when
-    `thoughts[i]` is not None) `OPEN n+i CLOSE`, given as `reasoning_content`; an empty content stays empty (a
-    turn that only calls tools: encode_dialogue finds it by the assistant header). Tool calls, a tool message's
-    other keys and `tools` are given as they are."""
+    `thoughts[i]` is not None) `OPEN n+i CLOSE`, given as `reasoning_content`; the empty content of a turn that
+    only calls tools stays empty (encode_dialogue finds that turn by the assistant header). Tool calls, a tool
+    message's other keys and `tools` are given as they are."""
     n = len(messages)
     slots = []
     for i, m in enumerate(messages):
         mark = f"{markers[0]}{i}{markers[1]}"
         slot = {k: v for k, v in m.items() if k not in ("content", "reasoning_content")}
-        slot["content"] = mark if m["content"] else ""  # an empty content (a tool-call turn) renders as it is
+        slot["content"] = "" if m.get("tool_calls") and not m["content"] else mark  # a turn of calls only: as it is
         slots.append(slot)
     for i, thought in enumerate(thoughts or []):
         if thought is not None:
@@ -347,7 +347,7 @@ def encode_dialogue(tokenizer, fmt: ChatFormat, messages, *, add_generation_prom
     text = _render(tokenizer, fmt, messages, add_generation_prompt, markers, thoughts, enable_thinking, tools)
     pieces = re.split(f"{markers[0]}(\\d+){markers[1]}", text)  # [template, idx, template, idx, ..., template]
     seen = [int(i) for i in pieces[1::2]]
-    must = [i for i in range(n) if messages[i]["content"]]  # an empty content (a tool-call turn) may be skipped
+    must = [i for i in range(n) if messages[i]["content"] or not messages[i].get("tool_calls")]
     if not set(must) <= set(seen) or len(set(seen)) != len(seen) or any(i >= 2 * n for i in seen):
         raise MedtuneError(
             f"chat template '{fmt.name}' drops or repeats message content, so turns cannot be located",
