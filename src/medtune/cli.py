@@ -132,10 +132,18 @@ def cmd_data(ns) -> int:
         from medtune.eval import tasks
         from medtune.runs import atomic_write_text
 
+        if ns.long_answer and ns.form != "prompt_completion":
+            raise MedtuneError("--long-answer applies to --form prompt_completion",
+                               hint="dialogues always carry the long answer after the answer line")
         items = tasks.load_task(ns.task, ns.file, setting=ns.setting)
-        records = tasks.to_sft_records(ns.task, items)
+        if ns.form == "prompt_completion":
+            records = tasks.to_prompt_completion_records(ns.task, items, long_answer=ns.long_answer)
+            what = "prompt-completion records in the harness's prompt format"
+        else:
+            records = tasks.to_sft_records(ns.task, items)
+            what = "SFT dialogues"
         atomic_write_text(ns.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        print(f"wrote {len(records)} SFT dialogues ({ns.task}) to {ns.out}; train with: medtune sft RECIPE data.path={ns.out}")
+        print(f"wrote {len(records)} {what} ({ns.task}) to {ns.out}; train with: medtune sft RECIPE data.path={ns.out}")
     elif ns.data_command == "vocab":
         from medtune.data import vocab
         from medtune.models import load_tokenizer, resolve
@@ -353,8 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = dsub.add_parser("from-benchmark", help="turn a benchmark's training split into SFT dialogues")
     db.add_argument("task", help="pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu or mcq")
     db.add_argument("file", help="the benchmark file (or folder for mmlu_medical/cmmlu)")
-    db.add_argument("out", help="output JSONL (messages format)")
+    db.add_argument("out", help="output JSONL (messages, or prompt_completion with --form)")
     db.add_argument("--setting", default="reasoning_required", help="PubMedQA: reasoning_required or reasoning_free")
+    db.add_argument("--form", default="messages", choices=["messages", "prompt_completion"],
+                    help="chat dialogues (default), or {prompt, completion} records in the eval prompt format, "
+                         "trained as plain text with the loss on the completion (docs/task-tuning.md)")
+    db.add_argument("--long-answer", action="store_true",
+                    help="prompt_completion: the long answer / explanation follows the answer in the completion")
     dw = dsub.add_parser("vocab", help="the frequent corpus words a tokenizer splits into several pieces (candidates for new tokens)")
     dw.add_argument("files", nargs="+", metavar="FILE", help="pretraining text (.txt / .jsonl)")
     dw.add_argument("--tokenizer", default="default", metavar="MODEL", help="default, a model folder, a run, a .gguf or a hub id")

@@ -9,6 +9,12 @@ Dialogue (SFT) files come in three shapes, detected per file from the first reco
 each as JSON Lines (first non-blank character ``{``) or as one JSON array (``[``). Every reader
 returns the same thing: ``{"messages": [{"role", "content"}, ...], "source": "path:line"}``.
 
+SFT files may also hold prompt-completion records (TRL's plain-text form), ``prompt_completion``:
+``{"prompt": "...", "completion": "..."}``: plain text, no chat template, the loss on the completion
+only (what ``medtune data from-benchmark --form prompt_completion`` writes). They are read by
+:func:`iter_prompt_completions` (or :func:`load_sft_records`, which reads either kind) as
+``{"prompt", "completion", "source"}``; the dialogue readers refuse them in one line.
+
 Pretraining text is ``.txt`` (one document per line, or blank-line separated paragraphs) or
 ``.jsonl`` with a ``text`` field.
 
@@ -33,6 +39,8 @@ from medtune.data.jsonio import (get_list, get_str, iter_jsonl, iter_lines, iter
 from medtune.errors import DataError
 
 FORMATS = ("messages", "sharegpt", "alpaca")
+PROMPT_COMPLETION = "prompt_completion"
+SFT_FORMATS = FORMATS + (PROMPT_COMPLETION,)  # what sft trains: dialogues or prompt-completion records
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 TEXT_MODES = ("line", "paragraph")
@@ -69,6 +77,8 @@ def fingerprint(path) -> dict:
 
 def _shape_of(record: dict) -> str | None:
     """The format a record looks like, from its keys; None if it looks like none of them."""
+    if "completion" in record:
+        return PROMPT_COMPLETION
     if "messages" in record:
         return "messages"
     if "conversations" in record:
@@ -192,7 +202,7 @@ def _no_records(path) -> DataError:
 
 
 def detect_format(path) -> str:
-    """"messages", "sharegpt" or "alpaca", from the first record's keys; DataError if none fits or the file is empty."""
+    """"messages", "sharegpt", "alpaca" or "prompt_completion", from the first record's keys; DataError if none fits or the file is empty."""
     require_file(path)
     for line, record in iter_objects(path):
         shape = _shape_of(record)
@@ -214,6 +224,9 @@ def _dialogues(path, fmt: str, require_final_assistant: bool) -> Iterator[tuple[
             if shape is None:
                 raise _unknown_shape(path, line, record)
             file_fmt, first_line = shape, line
+            if shape == PROMPT_COMPLETION:
+                hint = "train it with `medtune sft` (data.format auto or prompt_completion); it has no turns to convert"
+                raise DataError(path, line, None, "prompt-completion records are not dialogues", hint)
         elif fmt == "auto" and shape is not None and shape != file_fmt:
             raise DataError(
                 path, line, None, f"mixed formats: this record is {shape} but the one on line {first_line} is {file_fmt}",
@@ -281,6 +294,13 @@ def validate_file(path, fmt: str = "auto", *, require_final_assistant: bool = Tr
     """
     summary = {"path": str(path), "format": fmt, "records": 0, "turns": 0, "system_prompts": 0, "multi_turn": 0,
                "languages": {"en": 0, "zh": 0, "other": 0}}
+    if fmt == PROMPT_COMPLETION or (fmt == "auto" and detect_format(path) == PROMPT_COMPLETION):
+        summary["format"] = PROMPT_COMPLETION
+        for record in iter_prompt_completions(path):  # a prompt and a completion: two turns, no system prompt
+            summary["records"] += 1
+            summary["turns"] += 2
+            summary["languages"][_language([{"content": record["prompt"] + record["completion"]}])] += 1
+        return summary
     for file_fmt, dialogue in _dialogues(path, fmt, require_final_assistant):
         messages = dialogue["messages"]
         summary["format"] = file_fmt
@@ -290,6 +310,49 @@ def validate_file(path, fmt: str = "auto", *, require_final_assistant: bool = Tr
         summary["multi_turn"] += sum(m["role"] == "user" for m in messages) > 1
         summary["languages"][_language(messages)] += 1
     return summary
+
+
+# --------------------------------------------------------------------------- prompt-completion
+
+
+def _prompt_completion(path, line, record: dict) -> dict:
+    if isinstance(record.get("prompt"), list) or isinstance(record.get("completion"), list):
+        hint = "give prompt and completion as plain text, or write the exchange as a dialogue ('messages')"
+        raise DataError(path, line, "prompt" if isinstance(record.get("prompt"), list) else "completion",
+                        "conversational prompt-completion (a list of messages) is not supported", hint)
+    prompt = get_str(path, line, record, "prompt", "prompt")
+    completion = get_str(path, line, record, "completion", "completion")
+    if not prompt.strip():
+        raise DataError(path, line, "prompt", "is empty", "fill in the text the completion follows, or drop the record")
+    if not completion.strip():
+        raise DataError(path, line, "completion", "is empty (nothing to train on)", "fill in the answer or drop the record")
+    return {"prompt": prompt, "completion": completion, "source": f"{path}:{line}"}
+
+
+def iter_prompt_completions(path) -> Iterator[dict]:
+    """Each record of a prompt-completion file as ``{"prompt", "completion", "source": "path:line"}``, checked as
+    it is read: both fields non-empty strings, and every record of this form (DataError naming the line)."""
+    require_file(path)
+    count = 0
+    for line, record in iter_objects(path):
+        shape = _shape_of(record)
+        if shape != PROMPT_COMPLETION:
+            what = f"a {shape} record" if shape else f"a record with keys [{key_list(record)}]"
+            hint = "one form per file: every record {\"prompt\": \"...\", \"completion\": \"...\"}"
+            raise DataError(path, line, None, f"{what} in a prompt-completion file", hint)
+        count += 1
+        yield _prompt_completion(path, line, record)
+    if count == 0:
+        raise _no_records(path)
+
+
+def load_sft_records(path, fmt: str = "auto") -> list[dict]:
+    """Everything an SFT file holds, fully checked: dialogues (see :func:`load_dialogues`) or, for a
+    prompt-completion file (``fmt`` "prompt_completion", or "auto" and a first record with ``completion``),
+    ``[{"prompt", "completion", "source"}]``."""
+    if fmt == PROMPT_COMPLETION or (fmt == "auto" and detect_format(path) == PROMPT_COMPLETION):
+        return list(iter_prompt_completions(path))
+    return load_dialogues(path, fmt)
 
 
 # --------------------------------------------------------------------------- convert

@@ -26,7 +26,7 @@ from medtune.eval.benchmarks import (CMMLU_MEDICAL, MMLU_MEDICAL, PUBMEDQA_LABEL
 # named here too, for the callers that know benchmarks as tasks (stages/grpo.py, eval/runner.py, the tests)
 __all__ = ["MCItem", "PUBMEDQA_LABELS", "PUBMEDQA_SETTINGS", "TASKS", "Task", "continuations", "few_shot_prompt",
            "find_task_file", "get_task", "lettered_options", "load_task", "medmcqa_cop_base", "prompt",
-           "to_sft_records"]
+           "to_prompt_completion_records", "to_sft_records"]
 
 
 # --------------------------------------------------------------------------- prompts (lm-evaluation-harness)
@@ -284,3 +284,21 @@ def to_sft_records(name: str, items: list[MCItem]) -> list[dict]:
     """
     task = get_task(name)
     return [{"messages": _sft_dialogue(task, item), "id": item.id, "task": task.name} for item in items]
+
+
+def to_prompt_completion_records(name: str, items: list[MCItem], *, long_answer: bool = False) -> list[dict]:
+    """Benchmark items as prompt-completion records in the harness's own format: ``{"prompt", "completion",
+    "id", "task"}``, the prompt exactly what the scorer puts before the choices (:meth:`Task.prompt`, e.g.
+    "Abstract: ...\nQuestion: ...\nAnswer:"), the completion the gold choice's continuation (" yes", " B").
+
+    ``long_answer``: the explanation (PubMedQA's long answer, MedMCQA's ``exp``) follows on the next line, so
+    the model is trained on the conclusion as well; the scored continuation still comes first.
+    """
+    task = get_task(name)
+    records = []
+    for item in items:
+        completion = task.continuations(item)[item.answer]
+        if long_answer and item.explanation.strip():
+            completion += "\n" + item.explanation.strip()
+        records.append({"prompt": task.prompt(item), "completion": completion, "id": item.id, "task": task.name})
+    return records

@@ -6,6 +6,9 @@ model (+ LoRA) -> Trainer -> train (or resume) -> save -> manifest.
 Loss is on assistant tokens only (every assistant turn), and each assistant turn's end-of-turn token is
 trained, so the model learns to stop. Examples longer than `data.max_length` are dropped, or cut back to
 their last whole assistant turn (`truncation: turns`); never cut mid-turn; both are counted in the summary.
+Prompt-completion records (`{"prompt", "completion"}`, TRL's plain-text form) are trained as plain text with
+no chat template, split as the log-likelihood scorer splits context and continuation; the loss is on the
+completion and the end-of-text token after it.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from medtune.stages.common import TrainConfig
 class DataConfig:
     """Training data.
 
-    path: one file or a list of files (messages / ShareGPT / Alpaca; see docs/data-formats.md);
+    path: one file or a list of files (messages / ShareGPT / Alpaca dialogues, or prompt-completion records;
+      see docs/data-formats.md);
       `medtune:demo/sft.jsonl` names the demo data shipped inside the package.
-    format: auto, messages, sharegpt or alpaca.
+    format: auto, messages, sharegpt, alpaca or prompt_completion.
     max_length: longest example in tokens (and the packing block size).
     truncation: drop (skip examples longer than max_length) or turns (keep the leading whole turns that fit).
     packing: pack several examples into each row (block-diagonal attention; see data/packing.py).
@@ -50,7 +54,7 @@ class DataConfig:
     """
 
     path: list[str] = field(default_factory=list)
-    format: str = field(default="auto", metadata=one_of("auto", *formats.FORMATS))
+    format: str = field(default="auto", metadata=one_of("auto", *formats.SFT_FORMATS))
     max_length: int = field(default=1024, metadata=at_least(1))
     truncation: Literal["drop", "turns"] = "drop"
     packing: bool = True
@@ -80,10 +84,29 @@ class SFTConfig:
 # ---------------------------------------------------------------------------------------------- data
 
 
+def encode_prompt_completion(tokenizer, prompt: str, completion: str) -> dict:
+    """A prompt-completion record as plain text: {"input_ids", "labels"}, labels -100 on the prompt. The prompt
+    and completion are tokenised as the log-likelihood scorer splits a context and its continuation (so the
+    tokens trained are the tokens scored), then the end-of-text token, trained too, so generation stops."""
+    from medtune.eval.scoring import encode_pair
+
+    ctx, cont = encode_pair(tokenizer, prompt, completion)
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return {"input_ids": ctx + cont + end, "labels": [-100] * len(ctx) + cont + end}
+
+
 def encode_examples(dialogues, tokenizer, fmt, data: DataConfig, stats: dict) -> list[dict]:
-    """Dialogues -> {"input_ids", "labels"} with labels = -100 outside assistant turns; counts in `stats`."""
+    """Dialogues -> {"input_ids", "labels"} with labels = -100 outside assistant turns; counts in `stats`.
+    Prompt-completion records go through `encode_prompt_completion` (dropped when longer than max_length)."""
     out = []
     for d in dialogues:
+        if "prompt" in d:
+            example = encode_prompt_completion(tokenizer, d["prompt"], d["completion"])
+            if len(example["input_ids"]) > data.max_length:
+                stats["dropped_too_long"] += 1
+            else:
+                out.append(example)
+            continue
         messages = common.with_system_prompt(d["messages"], data.system_prompt)
         try:
             enc = templates.encode_dialogue(tokenizer, fmt, messages, reasoning=data.reasoning, tools=d.get("tools"))
@@ -126,7 +149,7 @@ def read_data(cfg: SFTConfig):
     for source in data_sources(cfg.data):
         dialogues = []
         for p in [resolve_path(x.strip()) for x in source.path.split(",") if x.strip()]:
-            records = formats.load_dialogues(p, cfg.data.format)
+            records = formats.load_sft_records(p, cfg.data.format)
             if cfg.data.max_samples:
                 records = records[: cfg.data.max_samples]
             fingerprints.append({**formats.fingerprint(p), "records": len(records)})
