@@ -24,6 +24,7 @@ never compare figures across machines.
     python bench/eval_throughput.py --tasks pubmedqa --harness-batch-sizes 1,4,8,16 --json figures.json
     python bench/eval_throughput.py --no-harness     # medtune against the baseline only (no lm-eval needed)
     python bench/eval_throughput.py --health         # the 40 health prompts: one at a time against batched
+    python bench/eval_throughput.py --levers --limit 50 --tasks pubmedqa   # each speed lever on its own
 
 With --health the script times `eval --health`'s generation instead (greedy, repetition penalty 1.1, up to 512
 new tokens, as `medtune eval --health`): one prompt at a time (`chat.complete`, what it did before) against
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-limit", type=int, default=50, help="items the naive baseline scores (0 = skip it)")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--health", action="store_true", help="time the health check's generation instead")
+    p.add_argument("--levers", action="store_true", help="time each scoring lever on its own instead (docs/eval.md)")
     p.add_argument("--health-batch-sizes", default="16,40", help="--health: batch sizes to time (default 16,40)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="--health: reply length cap (default 512)")
     a = p.parse_args(argv)
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
             items = tasks.load_task(name, files[name], limit=a.limit, seed=a.seed)
             task = tasks.get_task(name)
             requests = [scoring.Request(task.prompt(it), task.continuations(it)) for it in items]
+            if a.levers:
+                figures["tasks"][name] = bench_levers(name, requests, model, tok)
+                continue
             f, same = bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, Path(tmp))
             figures["tasks"][name] = f
             ok = ok and same
@@ -170,6 +175,92 @@ def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes
     accuracies = {k: v["accuracy"] for k, v in f["rows"].items() if v["items"] == len(items)}
     print(f"identical predictions: {same}; accuracy " + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
     return f, same
+
+
+def bench_levers(name, requests, model, tok) -> dict:
+    """items/s of each way to run the contexts, on the same items, each against the previous release's path."""
+    import copy
+    import itertools
+
+    import torch
+
+    from medtune.data import packing
+    from medtune.eval import scoring
+
+    encoded = [scoring._encode(tok, r) for r in requests]
+    if not all(len(c) == 1 for _, conts in encoded for c in conts):
+        print(f"\n{name}: skipped, the levers are timed on one-token choices and this tokenizer splits some")
+        return {}
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    first = [[c[0] for c in conts] for _, conts in encoded]
+
+    def left_padded(bs, keep):  # the previous release: left padding, attention mask, KV cache kept
+        out = [None] * len(encoded)
+        for k in range(0, len(order), bs):
+            idx = order[k:k + bs]
+            ctxs = [encoded[i][0] for i in idx]
+            w = max(map(len, ctxs))
+            ids = torch.tensor([[0] * (w - len(c)) + c for c in ctxs])
+            mask = torch.tensor([[0] * (w - len(c)) + [1] * len(c) for c in ctxs])
+            extra = {"logits_to_keep": 1} if keep else {}
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                           use_cache=True, **extra).logits
+            last = torch.log_softmax(logits[:, -1].float(), -1)
+            for b, i in enumerate(idx):
+                out[i] = last[b, first[i]].tolist()
+        return out
+
+    def packed(row_tokens):  # several contexts in one row, positions restarting: block-diagonal attention
+        out = [None] * len(encoded)
+        lengths = [len(c) for c, _ in encoded]
+        for group in packing.best_fit_decreasing(lengths, max(row_tokens, max(lengths))):
+            ids = torch.tensor([sum((encoded[i][0] for i in group), [])])
+            pos = torch.tensor([sum((list(range(lengths[i])) for i in group), [])])
+            ends = [e - 1 for e in itertools.accumulate(lengths[i] for i in group)]
+            last = torch.log_softmax(model(input_ids=ids, position_ids=pos, use_cache=False,
+                                           logits_to_keep=torch.tensor(ends)).logits[0].float(), -1)
+            for k, i in enumerate(group):
+                out[i] = last[k, first[i]].tolist()
+        return out
+
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    threads = torch.get_num_threads()
+
+    def one_thread(bs):
+        torch.set_num_threads(1)
+        try:
+            return scoring.loglik_scores(model, tok, requests, batch_size=bs)
+        finally:
+            torch.set_num_threads(threads)
+
+    variants = {
+        "left-padded, mask, full head, cache (previous release), batch 8": lambda: left_padded(8, False),
+        "  + head at the last position only": lambda: left_padded(8, True),
+        "  + right padding, no mask (medtune now), batch 1": lambda: scoring.loglik_scores(model, tok, requests, batch_size=1),
+        "  medtune now, batch 4": lambda: scoring.loglik_scores(model, tok, requests, batch_size=4),
+        "  medtune now, batch 8": lambda: scoring.loglik_scores(model, tok, requests, batch_size=8),
+        "  medtune now, batch 16": lambda: scoring.loglik_scores(model, tok, requests, batch_size=16),
+        "  medtune now, batch 8, 1 thread": lambda: one_thread(8),
+        "packed rows of 1024 tokens, head at the ends": lambda: packed(1024),
+        "packed rows of 2048 tokens, head at the ends": lambda: packed(2048),
+        "medtune now in bf16, batch 8": lambda: scoring.loglik_scores(half, tok, requests, batch_size=8),
+    }
+    print(f"\n{name}: {len(requests)} items, each lever alone (torch {threads} threads)")
+    print(f"{'variant':66s} {'items/s':>8s}  predictions vs fp32 reference")
+    reference = scoring.loglik_scores(model, tok, requests[:2], batch_size=2)  # warm-up
+    reference = None
+    rows = {}
+    with torch.no_grad():
+        for label, run in variants.items():
+            t0 = time.perf_counter()
+            scores = run()
+            speed = len(requests) / (time.perf_counter() - t0)
+            reference = reference or scores
+            changed = sum(scoring.choose(x) != scoring.choose(y) for x, y in zip(scores, reference))
+            diff = max(abs(u - v) for x, y in zip(scores, reference) for u, v in zip(x, y))
+            rows[label.strip()] = {"items_per_s": speed, "predictions_changed": changed, "max_loglik_difference": diff}
+            print(f"{label:66s} {speed:8.2f}  {changed} changed, largest log-likelihood difference {diff:.1e}")
+    return {"items": len(requests), "levers": rows}
 
 
 def bench_health(a) -> int:

@@ -44,6 +44,53 @@ def test_shared_context_scores_equal_one_forward_per_choice(batch_size):
         assert scoring.choose(f) == scoring.choose(r)
 
 
+def one_token_requests(tok):
+    """Contexts from 3 to ~120 tokens whose choices are one token each (the tiny tokenizer is per character, so
+    the choices carry no leading space): the fast path's right padding spans a wide range in one batch."""
+    body = "The patient reports chest pain radiating to the left arm, sweating and nausea since this morning. "
+    reqs = [scoring.Request(body[:n] + "\nAnswer:", list("ABCD")) for n in (0, 5, 17, 40, 64, 90, 1, 33, 97, 8)]
+    reqs.append(scoring.Request("Is it serious? Answer:", ["y", "n", "m"]))
+    assert all(len(scoring.encode_pair(tok, r.context, c)[1]) == 1 for r in reqs for c in r.continuations)
+    return reqs
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_one_token_fast_path_equals_one_forward_per_choice(batch_size):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=64)
+    reqs = one_token_requests(tok)
+    fast = scoring.loglik_scores(model, tok, reqs, batch_size=batch_size)
+    ref = scoring.loglik_reference(model, tok, reqs)
+    for f, r in zip(fast, ref):
+        assert f == pytest.approx(r, abs=1e-4)
+        assert scoring.choose(f) == scoring.choose(r)
+    assert len({tuple(round(x, 3) for x in f) for f in fast}) > len(fast) // 2  # the contexts really differ
+
+
+def test_mixed_one_and_many_token_items_keep_their_order():
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=64)
+    single = one_token_requests(tok)
+    many = [scoring.Request("Chest pain. Best first step:", [" call an ambulance", " rest"]),
+            scoring.Request("Fever in a newborn:", [" urgent", " wait"])]
+    reqs = [single[0], many[0], *single[1:5], many[1], *single[5:]]
+    fast = scoring.loglik_scores(model, tok, reqs, batch_size=4)
+    ref = scoring.loglik_reference(model, tok, reqs)
+    for f, r in zip(fast, ref):
+        assert f == pytest.approx(r, abs=1e-4)
+
+
+def test_fast_path_without_logits_to_keep_gives_the_same_scores(monkeypatch):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=64)
+    reqs = one_token_requests(tok)
+    kept = scoring.loglik_scores(model, tok, reqs, batch_size=4)
+    monkeypatch.setattr(scoring, "_accepts", lambda m, name: False)  # a model whose forward has no logits_to_keep
+    full = scoring.loglik_scores(model, tok, reqs, batch_size=4)
+    for a, b in zip(kept, full):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
 @pytest.mark.parametrize("text,labels,expected", [
     ("The answer is C.", "ABCD", 2), ("C. Metformin", "ABCD", 2), ("答案：C", "ABCD", 2), ("Answer: (B)", "ABCD", 1),
     ("选B，因为……", "ABCD", 1), ("b) the liver", "ABCD", 1), ("The correct option is D", "ABCD", 3),
