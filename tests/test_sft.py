@@ -412,3 +412,21 @@ def test_kill_at_a_random_moment_then_resume_ends_with_the_uninterrupted_weights
         steps = [s for s, _ in _tensorboard_points(out / "logs")]
         assert sorted(steps) == list(range(1, 13)), hits[-1]  # one curve: no step logged twice
     print("kills:", hits)
+
+
+def test_a_checkpoint_cut_off_while_its_trainer_state_was_written_is_refused_in_one_line(tiny_model, tmp_path, capsys):
+    """kill -9 in the instant trainer_state.json (written last) was being written left a checkpoint that looks
+    complete; resuming from it ended in a JSON traceback."""
+    from medtune.cli import main
+
+    data = write_data(tmp_path / "d.jsonl", n=8)
+    common = ["train.max_steps=4", "train.save_steps=2"]
+    with pytest.raises(_Crash):
+        sft.run(config(tiny_model, data, tmp_path / "b", *common), callbacks=[_crash_after_checkpoint(2)])
+    state = tmp_path / "b" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])
+    args = [f"model.name_or_path={tiny_model}", f"data.path={data}", f"output_dir={tmp_path / 'b'}", *common,
+            "train.batch_size=2", "train.bf16=false", "lora.r=8", "resume=true"]
+    assert main(["sft", *args]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-2" in err and "damaged" in err and "Traceback" not in err
