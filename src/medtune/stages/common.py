@@ -2,7 +2,7 @@
 
 - `TrainConfig` and `trainer_arguments` / `training_arguments`: the recipe's optimisation settings and their one
   mapping to transformers' TrainingArguments (which TRL's configs extend);
-- `split_validation`: the held-out examples;
+- `split_validation`: the held-out examples; `fitted_pairs`: preference pairs made to fit, then split (rm, dpo);
 - `system_prompt_format`: what `data.system_prompt` means (unset: the template's own; "": none at all);
 - `PromptData` and `read_prompt_files`: the prompt files of the RL stages; `reward_run`: the one check of a
   `medtune rm` run used as a reward;
