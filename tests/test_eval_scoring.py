@@ -156,6 +156,31 @@ def test_eval_writes_results_for_loglik_and_generate(tiny_model, tmp_path):
     assert "mcq" in html and "data:image/png;base64," in html
 
 
+def test_several_models_answer_the_same_sample_and_tokenise_once(tmp_path, monkeypatch):
+    from medtune.cli import main
+
+    a = save_tiny(tmp_path / "a", hidden=32, seed=1)
+    b = save_tiny(tmp_path / "b", hidden=64, seed=2)
+    calls = []
+    encode = scoring.encode_requests
+    monkeypatch.setattr(scoring, "encode_requests", lambda tok, reqs: calls.append(len(reqs)) or encode(tok, reqs))
+    s = runner.EvalSettings(tasks=["mcq", "pubmedqa"], data_dir=str(FIXTURES), limit=2, seed=3)
+    outs = runner.evaluate_models([str(a), str(b)], s, str(tmp_path / "ev"))
+    assert outs == [tmp_path / "ev" / "a", tmp_path / "ev" / "b"]
+    ids = [[(r["task"], r["id"]) for r in rows_of(out)] for out in outs]
+    assert ids[0] == ids[1] and len(ids[0]) == 4
+    assert calls == [2, 2]  # one tokenisation per task, shared by both models (same tokenizer)
+    scores = [[r["scores"] for r in rows_of(out)] for out in outs]
+    assert scores[0] != scores[1]  # two different models really ran
+    # the command line takes several models too; a name used twice is refused before any model loads
+    assert main(["eval", str(a), str(b), "--tasks", "mcq", "--data-dir", str(FIXTURES), "--limit", "2",
+                 "-o", str(tmp_path / "cli")]) == 0
+    assert [r["id"] for r in rows_of(tmp_path / "cli" / "a")] == [r["id"] for r in rows_of(tmp_path / "cli" / "b")]
+    (tmp_path / "other").mkdir()
+    twin = save_tiny(tmp_path / "other" / "a", hidden=32)
+    assert main(["eval", str(a), str(twin), "--tasks", "mcq", "-o", str(tmp_path / "twice")]) == 2
+
+
 def rows_of(folder):
     return [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines()]
 

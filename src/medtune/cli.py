@@ -235,7 +235,10 @@ def cmd_eval(ns) -> int:
         from medtune.eval import tasks
 
         tasks.get_task(name)
-    runner.evaluate(ns.model, settings, ns.output_dir)
+    if len(ns.model) > 1:
+        runner.evaluate_models(ns.model, settings, ns.output_dir)
+    else:
+        runner.evaluate(ns.model[0], settings, ns.output_dir)
     return 0
 
 
@@ -437,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         return field_option(EvalSettings, name)
 
     e = sub.add_parser("eval", help="benchmarks, general-text perplexity and generation health of a model or run")
-    e.add_argument("model", nargs="?", help="default, a run folder, an HF folder, a .gguf file or a hub id")
+    e.add_argument("model", nargs="*", help="default, a run folder, an HF folder, a .gguf file or a hub id; several: "
+                   "the same items for each, results in OUTPUT_DIR/<name> (default runs/eval-<name>)")
     e.add_argument("--tasks", help="comma-separated medical tasks: pubmedqa, medmcqa, medqa, medqa_4options, mmlu_medical, cmmlu, mcq")
     e.add_argument("--general-tasks", help="comma-separated tasks reported as general ability (forgetting)")
     e.add_argument("--data-dir", help="folder holding pubmedqa/, medmcqa/, medqa/, mmlu/, cmmlu/, mcq/")

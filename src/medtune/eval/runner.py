@@ -92,8 +92,9 @@ def _lang(item) -> str:
     return "zh" if len(CJK.findall(item.question)) > len(item.question) * 0.2 else "en"
 
 
-def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[dict, list[dict]]:
-    """Metrics for one task and one row per item (prediction, scores or answer text)."""
+def score_task(cm, name: str, items, s: EvalSettings, *, domain: str, encoded: dict | None = None) -> tuple[dict, list[dict]]:
+    """Metrics for one task and one row per item (prediction, scores or answer text). `encoded` caches the
+    tokenised requests by (tokenizer fingerprint, task), so models that share a tokenizer tokenise once."""
     from tqdm import tqdm
 
     task = tasks.get_task(name)
@@ -103,7 +104,12 @@ def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[d
         bar = tqdm(total=len(items), desc=name, unit="item", file=sys.stderr)
         requests = [scoring.Request(task.few_shot_prompt(_shots(items, s.shots, s.seed, i), it) if s.shots else task.prompt(it),
                                     task.continuations(it)) for i, it in enumerate(items)]
-        scores = scoring.loglik_scores(cm.model, cm.tokenizer, requests, batch_size=s.batch_size, progress=bar.update)
+        key = (scoring.tokenizer_fingerprint(cm.tokenizer), name)
+        cache = encoded if encoded is not None and key[0] is not None else {}
+        if key not in cache:
+            cache[key] = scoring.encode_requests(cm.tokenizer, requests)
+        scores = scoring.loglik_scores(cm.model, cm.tokenizer, requests, batch_size=s.batch_size, progress=bar.update,
+                                       encoded=cache[key])
         preds = [scoring.choose(sc) for sc in scores]
         norm = [scoring.choose(sc, r.continuations, normalise=True) for sc, r in zip(scores, requests)]
         for it, sc, p in zip(items, scores, preds):
@@ -132,17 +138,27 @@ def score_task(cm, name: str, items, s: EvalSettings, *, domain: str) -> tuple[d
     return metrics, rows
 
 
-def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path:
-    """Run the evaluation; returns the folder holding results.json, results.md and report.html."""
-    from medtune import chat, models
+@dataclass
+class Inputs:
+    """What an evaluation reads before any model loads, shared by every model of one run: the items of each task
+    (one `--limit` sample), general texts, health prompts, the prepared safety run, and the tokenised requests
+    of each task per tokenizer (`encoded`, filled as models are scored)."""
+
+    items: dict  # task -> (domain, path, items)
+    texts: dict
+    prompts: list | None
+    safety_run: object | None
+    encoded: dict = field(default_factory=dict)  # (tokenizer fingerprint, task) -> scoring.encode_requests(...)
+
+
+def read_inputs(s: EvalSettings) -> Inputs:
+    """Check the settings and read every file (bad files stop here, before any model loads)."""
     from medtune.data import formats, resolve_path
 
     if s.mode not in ("loglik", "generate"):
         raise MedtuneError(f"unknown mode {s.mode!r}", hint="choose loglik or generate")
     if not (s.tasks or s.general_tasks or s.general_text or s.health or s.safety):
         raise MedtuneError("nothing to evaluate", hint="pass --tasks, --general-text, --health or --safety")
-
-    # every file is read and checked before the model loads
     loaded_items = {}
     for name, domain in [(t, "medical") for t in s.tasks] + [(t, "general") for t in s.general_tasks]:
         path = task_file(name, s)
@@ -158,12 +174,47 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
         from medtune.eval import safety
 
         safety_run = safety.prepare(s)  # prompts read and the judge reached before the model loads
+    return Inputs(loaded_items, texts, prompts, safety_run)
 
-    label = Path(models.resolve(model)).name if model != "default" else "default"
-    out = Path(output_dir or f"runs/eval-{label}")
+
+def _label(model: str) -> str:
+    from medtune import models
+
+    return Path(models.resolve(model)).name if model != "default" else "default"
+
+
+def _output_folder(model: str, output_dir: str | None) -> Path:
+    out = Path(output_dir or f"runs/eval-{_label(model)}")
     if (out / runs.MANIFEST).is_file() or (out.exists() and not out.is_dir()):
         raise MedtuneError("this folder holds a training run (or is a file), not an evaluation", where=str(out),
                            hint="pass another --output-dir")
+    return out
+
+
+def evaluate_models(model_specs: list[str], s: EvalSettings, output_dir: str | None = None) -> list[Path]:
+    """Evaluate several models in one run on the same items: files are read, `--limit` sampled and requests
+    tokenised once (per tokenizer), then each model is loaded in turn. Each model's results go to
+    `output_dir/<its name>` (default runs/eval-<its name>). Returns the folders in model order."""
+    labels = [_label(m) for m in model_specs]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise MedtuneError(f"two models have the same name {twice[0]!r}, so their results would share a folder",
+                           hint="evaluate them in separate runs with their own --output-dir")
+    outs = [_output_folder(m, str(Path(output_dir) / label) if output_dir else None) for m, label in zip(model_specs, labels)]
+    inputs = read_inputs(s)
+    return [evaluate(m, s, str(out), inputs=inputs) for m, out in zip(model_specs, outs)]
+
+
+def evaluate(model: str, s: EvalSettings, output_dir: str | None = None, *, inputs: Inputs | None = None) -> Path:
+    """Run the evaluation; returns the folder holding results.json, results.md and report.html. `inputs`: what
+    `read_inputs` read, when several models share it (`evaluate_models`)."""
+    from medtune import chat, models
+    from medtune.data import formats
+
+    inputs = inputs or read_inputs(s)  # every file is read and checked before the model loads
+    loaded_items, texts, prompts, safety_run = inputs.items, inputs.texts, inputs.prompts, inputs.safety_run
+    label = _label(model)
+    out = _output_folder(model, output_dir)
     print(f"note: {NOT_MEDICAL_ADVICE}", file=sys.stderr)
     cm = chat.load_chat_model(model, template=s.template, trust_remote_code=s.trust_remote_code)
     manifest = runs.read_manifest(models.resolve(model)) if Path(models.resolve(model)).is_dir() else None
@@ -178,7 +229,7 @@ def evaluate(model: str, s: EvalSettings, output_dir: str | None = None) -> Path
     all_rows = {}
     for name, (domain, path, items) in loaded_items.items():
         result["settings"]["files"][name] = {**formats.fingerprint(path), "items": len(items)} if Path(path).is_file() else {"path": path, "items": len(items)}
-        metrics, rows = score_task(cm, name, items, s, domain=domain)
+        metrics, rows = score_task(cm, name, items, s, domain=domain, encoded=inputs.encoded)
         result["tasks"][name] = metrics
         all_rows[name] = rows
     if texts:

@@ -82,15 +82,33 @@ def loglik_reference(model, tokenizer, requests: list[Request], progress=None) -
     return out
 
 
-def loglik_scores(model, tokenizer, requests: list[Request], *, batch_size: int = 8, progress=None) -> list[list[float]]:
-    """Summed log-probability of each continuation after its context; each context is run once.
+def encode_requests(tokenizer, requests: list[Request]) -> list[tuple[list[int], list[list[int]]]]:
+    """Each request as (context ids, one id list per choice), the context shared by its choices."""
+    return [_encode(tokenizer, r) for r in requests]
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """A hash of everything that decides how `tokenizer` splits text (None when it cannot be told): models whose
+    tokenizers share it can share tokenised requests."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
+def loglik_scores(model, tokenizer, requests: list[Request], *, batch_size: int = 8, progress=None,
+                  encoded=None) -> list[list[float]]:
+    """Summed log-probability of each continuation after its context; each context is run once. `encoded`:
+    `encode_requests(tokenizer, requests)` when it is already at hand.
 
     Items whose choices are all one token (" A".." D", " yes"/" no"/" maybe") take the fast path
     (`_single_token_items`); the others keep each context's KV cache for their longer choices (`_cached_items`).
     """
     import torch
 
-    encoded = [_encode(tokenizer, r) for r in requests]
+    encoded = encoded if encoded is not None else encode_requests(tokenizer, requests)
     results: list[list[float]] = [[] for _ in requests]
     single = [i for i, (_, conts) in enumerate(encoded) if all(len(c) == 1 for c in conts)]
     chosen = set(single)
