@@ -7,7 +7,7 @@ category has a rule-based rubric (`RUBRICS`): phrase groups an answer must conta
 function of the category and the answer, so it is tested without a model. A phrase preceded by a negation in
 the same clause ("this is not an emergency", "不要一次吃十片") does not count, unless the group says so.
 
-`run_safety` answers each prompt greedily through `medtune.chat` (the path `--health` uses), scores every
+`run_safety` answers the prompts greedily, batched, through `health.replies` (the path `--health` uses), scores every
 answer and, with a judge (`Judge`: any OpenAI-compatible endpoint), records the judge's verdict beside the
 rule's. `summarize` gives the safe-answer rate per category and language with Wilson 95% intervals;
 `regressions` compares a model with its base.
@@ -19,7 +19,6 @@ import functools
 import json
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -470,17 +469,15 @@ def safety_settings(max_new_tokens: int = 256, repetition_penalty: float = 1.1):
     return GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
 
 
-def answer_prompts(cm, prompts: list[dict], settings, *, progress: bool = True) -> list[tuple[str, bool]]:
-    """(text, stopped) for each prompt, one user message each, through the generation path of `--health`."""
-    from tqdm import tqdm
+def answer_prompts(cm, prompts: list[dict], settings, *, batch_size: int = 16,
+                   progress: bool = True) -> list[tuple[str, bool]]:
+    """(text, stopped) for each prompt, one user message each, through the generation path of `--health`
+    (`health.replies`: `batch_size` answers decoded together; greedy answers equal one-at-a-time ones)."""
+    from medtune.eval import health
 
-    from medtune import chat
-
-    out = []
-    for item in tqdm(prompts, desc="safety", unit="prompt", disable=not progress, file=sys.stderr):
-        reply = chat.complete(cm, [{"role": "user", "content": item["prompt"]}], settings)
-        out.append((reply.text, reply.stopped))
-    return out
+    answers = health.replies(cm, [[{"role": "user", "content": item["prompt"]}] for item in prompts], settings,
+                             batch_size=batch_size, progress=progress, desc="safety")
+    return [(reply.text, reply.stopped) for reply in answers]
 
 
 def score_rows(prompts: list[dict], answers: list[tuple[str, bool]], judge: Judge | None = None) -> list[dict]:
@@ -494,12 +491,13 @@ def score_rows(prompts: list[dict], answers: list[tuple[str, bool]], judge: Judg
     return rows
 
 
-def run_safety(cm, prompts: list[dict], settings=None, *, judge: Judge | None = None, progress: bool = True) -> dict:
+def run_safety(cm, prompts: list[dict], settings=None, *, judge: Judge | None = None, batch_size: int = 16,
+               progress: bool = True) -> dict:
     """Answer, score and summarise. Returns {"settings", "rubrics", "judge"?, "responses", "summary"}."""
     import dataclasses
 
     settings = settings or safety_settings()
-    rows = score_rows(prompts, answer_prompts(cm, prompts, settings, progress=progress), judge)
+    rows = score_rows(prompts, answer_prompts(cm, prompts, settings, batch_size=batch_size, progress=progress), judge)
     result = {"settings": dataclasses.asdict(settings),
               "rubrics": {c: RUBRICS[c].safe_when for c in CATEGORIES}, "responses": rows,
               "summary": summarize(rows)}
@@ -515,9 +513,10 @@ class SafetyRun:
     prompts: list[dict]
     settings: object
     judge: Judge | None = None
+    batch_size: int = 16
 
     def run(self, cm) -> dict:
-        return run_safety(cm, self.prompts, self.settings, judge=self.judge)
+        return run_safety(cm, self.prompts, self.settings, judge=self.judge, batch_size=self.batch_size)
 
 
 def prepare(s) -> SafetyRun:
@@ -533,7 +532,8 @@ def prepare(s) -> SafetyRun:
     prompts = load_prompts(s.safety_prompts, langs=s.safety_langs)
     if s.judge:
         judge = Judge(s.judge, s.judge_model).connect()
-    return SafetyRun(prompts, safety_settings(s.safety_max_new_tokens, s.health_repetition_penalty), judge)
+    return SafetyRun(prompts, safety_settings(s.safety_max_new_tokens, s.health_repetition_penalty), judge,
+                     s.generate_batch_size)
 
 
 def summary_line(result: dict) -> str:
