@@ -16,6 +16,7 @@ SWEEP = [
     ("eval m", "--seed", ["-1", BIG]),
     ("eval m", "--batch-size", ["0", "-1", BIG]),
     ("eval m", "--max-new-tokens", ["0", "-1", BIG]),
+    ("eval m", "--generate-batch-size", ["0", "-1", BIG]),
     ("eval m", "--health-repetition-penalty", ["0", "-1", "inf"]),
     ("eval m", "--health-max-new-tokens", ["0", "-1", BIG]),
     ("eval m --safety", "--safety-max-new-tokens", ["0", "-1", BIG]),
