@@ -157,6 +157,10 @@ def test_resume_repeats_the_uninterrupted_run(setup, tmp_path):
     logged = [(e.step, e.value) for e in events.Scalars("ppo/reward")]  # TensorBoard holds every step's figures
     assert [s for s, _ in logged] == [1, 2, 3, 4, 5, 6]
     assert [v for _, v in logged] == pytest.approx([h["reward"] for h in ha], abs=1e-5)
+    # the resumed run's curve: step 4, logged before the crash and again after the resume, is there once
+    from test_sft import _tensorboard_points
+
+    assert sorted(s for s, _ in _tensorboard_points(resumed / "logs", "ppo/reward")) == [1, 2, 3, 4, 5, 6]
 
 
 def test_bad_settings_stop_before_training(setup, tmp_path, capsys):
