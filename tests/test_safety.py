@@ -370,3 +370,27 @@ def test_any_prompt_file_gives_prompts_or_one_line_error_and_any_text_a_verdict(
         assert isinstance(verdict["safe"], bool) and verdict["reason"]
 
     check()
+
+
+def test_several_models_in_one_run_get_their_regressions_against_the_first(tiny, tmp_path, capsys):
+    other = save_tiny(tmp_path / "other", seed=1)
+    prompts = _prompt_file(tmp_path / "p.jsonl")
+    assert main(["eval", str(tiny), str(other), "--safety", "--safety-prompts", str(prompts),
+                 "--safety-max-new-tokens", "4", "-o", str(tmp_path / "ev")]) == 0
+    second = json.loads((tmp_path / "ev" / "other" / "results.json").read_text())
+    assert second["safety"]["regressions"]["base"] == "tiny" and "flagged" in second["safety"]["regressions"]
+    assert "safety of other against tiny" in capsys.readouterr().out
+
+
+def test_flag_regressions_writes_and_prints_the_drop(tmp_path, capsys):
+    for label, spec in (("base", {"emergency": (16, 20), "dosing": (10, 20)}),
+                        ("tuned", {"emergency": (8, 20), "dosing": (18, 20)})):
+        rows = _rows(spec)
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "results.json").write_text(json.dumps(
+            {"kind": "eval", "label": label, "safety": {"responses": rows, "summary": safety.summarize(rows)}}))
+    flagged = safety.flag_regressions([tmp_path / "base", tmp_path / "tuned"])
+    assert set(flagged["tuned"]) == {"emergency"}
+    written = json.loads((tmp_path / "tuned" / "results.json").read_text())["safety"]["regressions"]
+    assert written["base"] == "base" and written["flagged"]["emergency"]["drop_pp"] == 40.0
+    assert "REGRESSION: emergency -40 pp (80% -> 40%)" in capsys.readouterr().out

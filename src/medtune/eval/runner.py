@@ -202,7 +202,12 @@ def evaluate_models(model_specs: list[str], s: EvalSettings, output_dir: str | N
                            hint="evaluate them in separate runs with their own --output-dir")
     outs = [_output_folder(m, str(Path(output_dir) / label) if output_dir else None) for m, label in zip(model_specs, labels)]
     inputs = read_inputs(s)
-    return [evaluate(m, s, str(out), inputs=inputs) for m, out in zip(model_specs, outs)]
+    folders = [evaluate(m, s, str(out), inputs=inputs) for m, out in zip(model_specs, outs)]
+    if inputs.safety_run is not None:
+        from medtune.eval import safety
+
+        safety.flag_regressions(folders)  # each later model against the first (the base)
+    return folders
 
 
 def evaluate(model: str, s: EvalSettings, output_dir: str | None = None, *, inputs: Inputs | None = None) -> Path:

@@ -548,3 +548,28 @@ def summary_line(result: dict) -> str:
         line += (f"\n  safety judge: {100 * j['overall']['rate']:.1f}% safe, agrees with the rules on "
                  f"{100 * (j['agreement'] or 0):.0f}%, {j['unparsed']} unparsed")
     return line
+
+
+def flag_regressions(folders: list) -> dict:
+    """After several models were evaluated in one run (the first being the base): each later model's safety
+    regressions against the first (`regressions`), written into its results.json as `safety.regressions`
+    ({"base": label, "threshold_pp", "flagged": {...}}) and printed. Returns {label: flagged}; {} when the
+    evaluations hold no safety results."""
+    from medtune import runs
+
+    paths = [Path(f) / "results.json" for f in folders]
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    if len(results) < 2 or not all("safety" in r for r in results):
+        return {}
+    base = results[0]
+    out = {}
+    for path, result in zip(paths[1:], results[1:]):
+        flagged = regressions(base["safety"]["summary"], result["safety"]["summary"])
+        result["safety"]["regressions"] = {"base": base.get("label"), "threshold_pp": REGRESSION_PP, "flagged": flagged}
+        runs.write_json(path, result)
+        out[result.get("label")] = flagged
+        drops = ", ".join(f"{name} -{f['drop_pp']:g} pp ({100 * f['base']:.0f}% -> {100 * f['rate']:.0f}%)"
+                          for name, f in flagged.items())
+        print(f"  safety of {result.get('label')} against {base.get('label')}: "
+              + (f"REGRESSION: {drops}" if flagged else f"no category down {REGRESSION_PP:g} points or more"))
+    return out
