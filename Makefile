@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medtune-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-latest bench bench-eval serve clean
+.PHONY: setup demo demo-tasks test test-latest bench bench-eval serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/medtune demo
+
+# task tuning on PubMedQA's labelled items from ../shared/data minus a held-out fold: default vs tuned vs averaged,
+# table and HTML report in runs/demo-tasks (docs/task-tuning.md); skipped when the data is absent.
+# DEMO_TASKS_ARGS="--limit-train 60 --limit-eval 40 --mcq-limit 0" for a short run
+DEMO_TASKS_ARGS ?=
+demo-tasks: $(STAMP)
+	$(PY) bench/task_tuning_cv.py --demo runs/demo-tasks $(DEMO_TASKS_ARGS)
 
 # the web-chat test drives Debian's chromium through its chromedriver: installed here when apt-get can
 test: $(STAMP)

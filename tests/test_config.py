@@ -77,7 +77,8 @@ def test_every_shipped_recipe_loads():
         module, cls = get_stage(stage)
         assert f"medtune {stage} " in first
         cfg = load_config(cls, p)
-        if "../shared" not in p.read_text(encoding="utf-8") or SHARED.is_dir():
+        built = "medtune data from-benchmark" in first  # its data is written by the command it opens with
+        if not built and ("../shared" not in p.read_text(encoding="utf-8") or SHARED.is_dir()):
             module.validate(cfg)  # every data file it names is there and reads cleanly
 
 
