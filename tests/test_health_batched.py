@@ -57,3 +57,18 @@ def test_run_health_batches_and_keeps_prompt_order(cm):
     assert [r["prompt"] for r in result["responses"]] == QUESTIONS
     alone = [chat.complete(cm, [{"role": "user", "content": q}], settings).text for q in QUESTIONS]
     assert [r["response"] for r in result["responses"]] == alone
+
+
+def test_a_model_without_a_kv_cache_runs_its_prompts_one_at_a_time():
+    from tiny import TinyGRUConfig, TinyGRUForCausalLM, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = TinyGRUForCausalLM(TinyGRUConfig(vocab_size=len(tok), hidden_size=32)).eval()
+    prompts = [tok(q, add_special_tokens=False)["input_ids"] for q in QUESTIONS[:4]]
+    params = SamplingParams(max_new_tokens=8)
+    engine = Engine(model, tok, [tok.eos_token_id], max_concurrency=4, max_queue=0)
+    finals = engine.run_many(prompts, params)
+    assert engine.batched is False and engine.peak_batch == 1
+    assert [ev.token_ids for ev in finals] == [Engine(model, tok, [tok.eos_token_id]).run(p, params).token_ids
+                                               for p in prompts]
