@@ -441,13 +441,13 @@ def main(argv=None) -> int:
 
     from medtune import models
     from medtune.data import templates
-    from medtune.stages import sft
+    from medtune.stages import common, sft
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     t0 = time.perf_counter()
     recipe = sft.TrainConfig()
-    default_bf16 = sft.bf16_wanted(recipe.bf16)
+    default_bf16 = common.bf16_wanted(recipe.bf16)
     names = (ALL_CONFIGS if args.configs == "all" else args.configs).split(",")
     specs = [parse_spec(n.strip(), args.max_length, recipe.batch_size, default_bf16) for n in names if n.strip()]
 
