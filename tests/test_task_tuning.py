@@ -103,6 +103,7 @@ def _tiny_sets(model):
             "--set", "train.bf16=false", "--set", "data.max_length=256", "--set", "train.learning_rate=1e-3"]
 
 
+@pytest.mark.slow  # tiny tunings, evaluations and merges: about a minute on 2 cores
 def test_cross_validation_on_a_tiny_model(tiny_model, tmp_path, capsys):
     data = _pubmedqa(tmp_path / "pqal.json")
     out = tmp_path / "cv.json"
@@ -139,6 +140,7 @@ def test_cross_validation_on_a_tiny_model(tiny_model, tmp_path, capsys):
     assert result["medmcqa_before"] is not None and result["rows"][2]["medmcqa"] is not None
 
 
+@pytest.mark.slow  # tiny tunings, evaluations and merges: about a minute on 2 cores
 def test_demo_tasks_writes_the_table_and_the_report(tiny_model, tmp_path, capsys):
     data = _pubmedqa(tmp_path / "pqal.json")
     out = tmp_path / "demo"
