@@ -128,6 +128,9 @@ def test_resume_continues_at_the_same_step_with_the_same_data_order(tiny_model, 
     assert min(k for k in h_b if k > 4) == 5  # it continued at step 5, not from the start
     for step in range(5, 9):
         assert h_b[step] == pytest.approx(h_a[step], rel=1e-4), step
+    # train_loss is the mean over all 8 steps, not over the 4 after the resume
+    loss_a, loss_b = (runs.read_manifest(p)["metrics"]["train_loss"] for p in (straight, resumed))
+    assert loss_b == pytest.approx(loss_a, rel=1e-4)
     wa, wb = load_file(straight / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
