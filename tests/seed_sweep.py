@@ -35,6 +35,7 @@ LEARNING_TESTS = [
     "tests/test_grpo.py::test_rloo_raises_the_reward_too",
     "tests/test_grpo.py::test_rm_reward_scores_the_reward_models_chosen_answers_above_its_rejected",
     "tests/test_health_metrics.py::test_tiny_model_trips_exactly_its_flags",
+    "tests/test_distill.py::test_the_student_moves_towards_the_teacher_and_not_without_learning",
 ]
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from margins import SEED, below, lr, train_seed
 from medtune import runs
 from medtune.cli import main
 from tiny import save_tiny, tiny_tokenizer
@@ -18,24 +19,25 @@ SETTINGS = ["data.path=medtune:demo/sft.jsonl", "data.max_samples=48", "data.val
 def pair(tmp_path_factory):
     """A student (hidden 32) and a larger teacher (hidden 64) of one tokenizer, different random weights."""
     root = tmp_path_factory.mktemp("distill")
-    return save_tiny(root / "student", seed=0), save_tiny(root / "teacher", hidden=64, seed=1)
+    return save_tiny(root / "student", seed=SEED), save_tiny(root / "teacher", hidden=64, seed=SEED + 1)
 
 
 def distil(student, teacher, out, *extra):
     return main(["distill", f"model.name_or_path={student}", f"teacher.name_or_path={teacher}",
-                 f"output_dir={out}", *SETTINGS, *extra])
+                 f"output_dir={out}", f"train.seed={train_seed()}", *SETTINGS, *extra])
 
 
 @pytest.mark.slow
 def test_the_student_moves_towards_the_teacher_and_not_without_learning(pair, tmp_path):
     student, teacher = pair
-    assert distil(student, teacher, tmp_path / "run", "train.learning_rate=2e-2") == 0
+    assert distil(student, teacher, tmp_path / "run", f"train.learning_rate={lr(2e-2)}") == 0
     m = runs.read_manifest(tmp_path / "run")
     assert m["status"] == "completed" and m["stage"] == "distill" and m["adapter"]
     assert m["teacher"]["base"] == str(teacher) and m["config"]["lmbda"] == 0.5
     before, after = m["metrics"]["heldout_kl_before"], m["metrics"]["heldout_kl_after"]
-    # the KL to the teacher on held-out dialogues falls: to 0.835-0.868 of its start over train.seed 1-5 and 42
-    assert after < 0.93 * before, (before, after)
+    # the KL to the teacher on held-out dialogues falls: median 0.869, worst 0.897 of its start over seeds 0-3
+    # (tests/seed_sweep.py --seeds 4 -k test_distill); 1.0 with learning off
+    below("heldout_kl_after / before", after / before, 0.95)
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
 
     # the control: learning off (a vanishing rate), the same steps and samples: the KL stays where it was
