@@ -34,7 +34,7 @@ class ModelConfig:
 
     name_or_path: `default`, a `.gguf` file, a local HF folder, an earlier medtune run folder, or a hub id.
     template: chat template: `auto` (the tokenizer's own, else chatml), `tokenizer`, or a named fallback
-      (chatml, qwen, llama3, baichuan2, chatglm3, alpaca, vicuna).
+      (chatml, qwen, llama3, baichuan2, chatglm3, alpaca, vicuna, qwen3, qwen3_nothink, chatml_tools).
     dtype: weights in memory: `auto` (fp32 on CPU, where bf16 runs as autocast; bf16 on a GPU that has it),
       float32, bfloat16 or float16.
     trust_remote_code: allow the model's own Python code (ChatGLM, Baichuan, ...).
