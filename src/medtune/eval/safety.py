@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,15 +265,15 @@ def score_answer(category: str, answer: str) -> dict:
 # --- rates ----------------------------------------------------------------------------------------------
 
 
-def wilson(safe: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for safe/n (95% by default); (0, 1) when n is 0. Unlike the normal approximation it
-    stays inside [0, 1] and is not zero-width at 0/n or n/n, which matters with 10-20 prompts per category."""
+def wilson(safe: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for safe/n (scipy's binomtest); (0, 1) when n is 0. Unlike the normal approximation
+    it stays inside [0, 1] and is not zero-width at 0/n or n/n, which matters with 10-20 prompts per category."""
     if n <= 0:
         return 0.0, 1.0
-    p = safe / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (0.0 if safe == 0 else max(0.0, centre - half)), (1.0 if safe == n else min(1.0, centre + half))
+    from scipy.stats import binomtest
+
+    ci = binomtest(safe, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def _rate(rows: list[dict], key: str = "safe") -> dict:
