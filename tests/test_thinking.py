@@ -3,6 +3,7 @@ templates that know thinking, trained or masked as data.reasoning says, switched
 inference, and left out of answer extraction."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -184,3 +185,55 @@ def test_chat_and_eval_take_enable_thinking():
     assert p.parse_args(["chat", "m"]).enable_thinking is None
     assert p.parse_args(["eval", "m", "--enable-thinking"]).enable_thinking is True
     assert p.parse_args(["serve", "m", "--no-enable-thinking"]).enable_thinking is False
+
+
+def test_eval_generate_reads_the_answer_after_the_reasoning(tmp_path, monkeypatch):
+    """--mode generate with --no-enable-thinking: the setting reaches generation, and a reply that names a wrong
+    letter while reasoning and the gold one after </think> is scored right (the whole reply would not be)."""
+    from medtune import chat
+    from medtune.cli import main
+    from medtune.eval import health
+    from tiny import save_tiny
+
+    exam = Path(__file__).resolve().parents[1] / "src" / "medtune" / "assets" / "demo" / "exam.jsonl"
+    gold = {json.loads(line)["question"]: json.loads(line)["answer"] for line in exam.read_text().splitlines()}
+    model = save_tiny(tmp_path / "m", qwen3_tokenizer())
+    seen = []
+
+    def reply_to(messages):
+        letter = next(a for q, a in gold.items() if q in messages[-1]["content"])
+        wrong = "A" if letter != "A" else "B"
+        return f"<think>\nIs it {wrong}? The answer is {wrong}... no.\n</think>\n\nThe answer is {letter}."
+
+    def fake_replies(cm, conversations, settings, **kw):  # the batched generation generate mode goes through
+        seen.extend([settings.enable_thinking] * len(conversations))
+        return [chat.Reply(reply_to(m), True, []) for m in conversations]
+
+    monkeypatch.setattr(health, "replies", fake_replies)
+    out = tmp_path / "eval"
+    assert main(["eval", str(model), "--tasks", "mcq", "--file", f"mcq={exam}", "--limit", "5", "--mode", "generate",
+                 "--no-enable-thinking", "-o", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks"]["mcq"]["accuracy"] == 1.0 and seen == [False] * 5
+    reply = reply_to([{"content": next(iter(gold))}])
+    labels = ["A", "B", "C", "D"]
+    assert scoring.extract_choice(reply, labels, ["", "", "", ""]) != labels.index(gold[next(iter(gold))])
+
+
+def test_chat_sends_the_template_the_setting(tmp_path, monkeypatch):
+    from medtune import chat
+    from medtune.serve import engine
+    from tiny import save_tiny
+
+    model = save_tiny(tmp_path / "m", qwen3_tokenizer())
+    cm = chat.load_chat_model(str(model))
+    prompts = []
+
+    def fake_run(self, prompt_ids, params, on_delta=None):
+        prompts.append(cm.tokenizer.decode(prompt_ids, skip_special_tokens=False))
+        return SimpleNamespace(delta="ok", finish_reason="stop", token_ids=[])
+
+    monkeypatch.setattr(engine.Engine, "run", fake_run)
+    for setting in (None, False):
+        chat.complete(cm, [{"role": "user", "content": "hi"}], chat.GenerationSettings(enable_thinking=setting))
+    assert prompts[0].endswith("<|im_start|>assistant\n") and prompts[1].endswith("<think>\n\n</think>\n\n")
