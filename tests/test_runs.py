@@ -129,13 +129,73 @@ def test_resume_says_what_it_resumes_from_and_skips_an_incomplete_checkpoint(tmp
     assert checkpoint is None
     said = capsys.readouterr().out
     assert "checkpoint-5 is incomplete" in said and "starts from step 0" in said
-    done = out / "checkpoints" / "checkpoint-2"
-    done.mkdir()
-    (done / "trainer_state.json").write_text("{}")
+    done = _checkpoint(out, 2)
     _, _, checkpoint = runs.start(out, resume=True, overwrite=False)
     assert checkpoint == done
     said = capsys.readouterr().out
     assert "checkpoint-5 is incomplete" in said and f"resuming from {done} (step 2)" in said
+
+
+
+def _checkpoint(run, step, state="{}", weights=True):
+    """A checkpoint folder as a Trainer leaves it: trainer_state.json and the adapter's weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = run / "checkpoints" / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    if weights:
+        save_file({"lora_A": torch.ones(4, 2), "lora_B": torch.zeros(2, 4)}, str(folder / "adapter_model.safetensors"))
+    if state is not None:
+        (folder / "trainer_state.json").write_text(state)
+    return folder
+
+
+def test_resume_skips_every_incomplete_checkpoint_and_names_each_with_what_is_wrong(tmp_path, capsys):
+    """A checkpoint whose trainer_state.json does not parse, or whose weights are missing or cut off, is passed
+    over (one line each, naming it and why) and the run resumes from the newest complete one; before, a torn
+    trainer_state.json was picked and the run refused, and a checkpoint without weights was picked."""
+    out = manifest(tmp_path / "run", status="running")
+    done = _checkpoint(out, 2, state=json.dumps({"global_step": 2}))
+    cut = _checkpoint(out, 3)
+    weights = cut / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-5])  # the weights file cut off
+    _checkpoint(out, 4, weights=False)  # trainer state, but no weights
+    shards = _checkpoint(out, 5, weights=False)
+    (shards / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-00001-of-00001.safetensors"}}))
+    _checkpoint(out, 6, state='{"global_step": 6, "log_hi')  # trainer_state.json cut off while written
+    _checkpoint(out, 7, state="[]")  # JSON, but not a trainer state
+    assert runs.last_checkpoint(out) == done
+    _, _, checkpoint = runs.start(out, resume=True, overwrite=False)
+    assert checkpoint == done
+    said = capsys.readouterr().out.splitlines()
+    skipped = [line for line in said if line.endswith("; skipped")]
+    assert [line.split("checkpoint-")[1][0] for line in skipped] == ["3", "4", "5", "6", "7"]
+    assert "adapter_model.safetensors is cut off" in skipped[0] and "no weights" in skipped[1]
+    assert "model-00001-of-00001.safetensors is missing" in skipped[2]
+    assert "trainer_state.json does not parse" in skipped[3] and "trainer_state.json does not parse" in skipped[4]
+    assert said[-1] == f"resuming from {done} (step 2)"
+    assert [p.name for p, _ in runs.incomplete_checkpoints(out)] == [f"checkpoint-{n}" for n in (3, 4, 5, 6, 7)]
+
+
+def test_complete_marks_the_run_completed_before_it_removes_the_checkpoints(tmp_path, monkeypatch):
+    """A kill between the two steps must leave a completed run with its checkpoints, never an unfinished run whose
+    checkpoints are gone (which resume=true would restart from step 0)."""
+    out = manifest(tmp_path / "run", status="running")
+    _checkpoint(out, 2)
+    seen = []
+    removing = runs.remove_checkpoints
+    monkeypatch.setattr(runs, "remove_checkpoints",
+                        lambda run_dir: (seen.append(runs.read_manifest(run_dir)["status"]), removing(run_dir)))
+    record = runs.read_manifest(out)
+    runs.complete(out, record, keep_checkpoints=False, metrics={"train_loss": 1.0})
+    assert seen == ["completed"]
+    assert runs.read_manifest(out)["metrics"] == {"train_loss": 1.0}
+    assert not (out / "checkpoints").exists() and not (out / ".checkpoints.removed").exists()
+    kept = manifest(tmp_path / "kept", status="running")
+    _checkpoint(kept, 2)
+    runs.complete(kept, runs.read_manifest(kept), keep_checkpoints=True)
+    assert runs.read_manifest(kept)["status"] == "completed" and runs.last_checkpoint(kept).name == "checkpoint-2"
 
 
 # ------------------------------------------------- outputs other than runs: replaced only once complete

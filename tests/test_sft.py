@@ -417,19 +417,23 @@ def test_kill_at_a_random_moment_then_resume_ends_with_the_uninterrupted_weights
     print("kills:", hits)
 
 
-def test_a_checkpoint_cut_off_while_its_trainer_state_was_written_is_refused_in_one_line(tiny_model, tmp_path, capsys):
+def test_a_checkpoint_cut_off_while_its_trainer_state_was_written_is_skipped_for_the_one_before(tiny_model, tmp_path, capsys):
     """kill -9 in the instant trainer_state.json (written last) was being written left a checkpoint that looks
-    complete; resuming from it ended in a JSON traceback."""
+    complete; resuming from it ended in a JSON traceback (then a refusal). It is skipped, named in one line, and
+    the run resumes from the checkpoint before it."""
     from medtune.cli import main
 
     data = write_data(tmp_path / "d.jsonl", n=8)
-    common = ["train.max_steps=4", "train.save_steps=2"]
+    common = ["train.max_steps=4", "train.save_steps=1"]
     with pytest.raises(_Crash):
         sft.run(config(tiny_model, data, tmp_path / "b", *common), callbacks=[_crash_after_checkpoint(2)])
     state = tmp_path / "b" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
     state.write_text(state.read_text()[:40])
     args = [f"model.name_or_path={tiny_model}", f"data.path={data}", f"output_dir={tmp_path / 'b'}", *common,
             "train.batch_size=2", "train.bf16=false", "lora.r=8", "resume=true"]
-    assert main(["sft", *args]) == 2
-    err = capsys.readouterr().err
-    assert "checkpoint-2" in err and "damaged" in err and "Traceback" not in err
+    assert main(["sft", *args]) == 0
+    said = capsys.readouterr().out
+    assert f"{state.parent} is incomplete (its trainer_state.json does not parse" in said
+    assert f"resuming from {state.parent.parent / 'checkpoint-1'} (step 1)" in said
+    manifest = runs.read_manifest(tmp_path / "b")
+    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 4

@@ -334,13 +334,11 @@ def start(output_dir, *, resume: bool, overwrite: bool) -> tuple[Path, dict | No
 
 def _say_where_resume_starts(run_dir: Path, checkpoint: Path | None) -> None:
     """resume=true says what it continues from, and which checkpoints it passes over (cut off while written)."""
-    incomplete = [p for p in sorted((run_dir / "checkpoints").glob("checkpoint-*"))
-                  if p.is_dir() and not (p / "trainer_state.json").is_file()]
-    for p in incomplete:
-        print(f"note: {p} is incomplete (no trainer_state.json: interrupted while it was written); skipped")
+    for p, problem in incomplete_checkpoints(run_dir):
+        print(f"note: {p} is incomplete ({problem}); skipped")
     if checkpoint is not None:
         print(f"resuming from {checkpoint} (step {checkpoint.name.split('-')[-1]})")
-    elif incomplete:
+    elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("checkpoint-*")):
         print(f"note: no complete checkpoint in {run_dir / 'checkpoints'}: the run starts from step 0")
 
 
@@ -427,13 +425,75 @@ def checkpoints_in_ordinary_modes(trainer) -> None:
     trainer.add_callback(OrdinaryModes())
 
 
+# what a Trainer (or ppo.save_checkpoint) writes as a checkpoint's weights: adapter, full model, or shards
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json",
+                "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (None: its header reads and the file holds every byte it lists)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"] if isinstance(header, dict) else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        ends = None
+    if ends is None:
+        return f"{path.name} does not read as safetensors"
+    if path.stat().st_size < 8 + size + max(ends, default=0):
+        return f"{path.name} is cut off"
+    return None
+
+
+def checkpoint_problem(folder) -> str | None:
+    """Why the `checkpoint-N` folder cannot be resumed from, in a few words; None when it is complete: its
+    trainer_state.json (written last) parses, and its weights are there and whole (an index's shards too)."""
+    folder = Path(folder)
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json: interrupted while it was written"
+    try:
+        if not isinstance(json.loads(state.read_text(encoding="utf-8")), dict):
+            raise ValueError
+    except (OSError, ValueError):
+        return "its trainer_state.json does not parse: cut off while it was written"
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    for index in [w for w in weights if w.name.endswith(".index.json")]:
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"its {index.name} does not parse"
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            return f"its weights are incomplete ({missing[0]} is missing)"
+        weights += [folder / s for s in shards]
+    if not weights and not any(folder.glob("pytorch_model_fsdp_*")) and not any(folder.glob("global_step*")):
+        return "no weights in it"
+    for w in weights:
+        problem = _safetensors_problem(w) if w.suffix == ".safetensors" else None
+        if problem:
+            return problem
+    return None
+
+
+def _checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """(step, folder) of every `checkpoint-N` folder of the run, oldest first."""
+    found = [(int(p.name.split("-")[-1]), p) for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found)
+
+
+def incomplete_checkpoints(run_dir) -> list[tuple[Path, str]]:
+    """(folder, what is wrong) of each checkpoint that `last_checkpoint` passes over, oldest first."""
+    return [(p, problem) for _, p in _checkpoints(run_dir) if (problem := checkpoint_problem(p))]
+
+
 def last_checkpoint(run_dir) -> Path | None:
-    """The newest complete `checkpoint-N` folder (a checkpoint is complete once trainer_state.json exists)."""
-    ckpts = []
-    for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file():
-            ckpts.append((int(p.name.split("-")[-1]), p))
-    return max(ckpts)[1] if ckpts else None
+    """The newest complete `checkpoint-N` folder (checkpoint_problem finds nothing wrong with it); newer ones
+    cut off by a kill while they were written are skipped (`start` names them)."""
+    complete_ones = [p for _, p in _checkpoints(run_dir) if checkpoint_problem(p) is None]
+    return complete_ones[-1] if complete_ones else None
 
 
 def write_manifest(run_dir, manifest: dict) -> None:
@@ -468,18 +528,24 @@ def save_weights(run_dir, model, tokenizer) -> None:
 
 
 def remove_checkpoints(run_dir) -> None:
-    if not is_main_process():
+    """Delete RUN/checkpoints, renamed away first so that no half-deleted checkpoint is ever found."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    if not is_main_process() or not checkpoints.exists():
         return
-    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+    gone = Path(run_dir) / ".checkpoints.removed"
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(checkpoints, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def complete(run_dir, manifest: dict, *, keep_checkpoints: bool, **fields) -> None:
-    """The end of a training run, once its weights are saved: drop the step checkpoints (unless kept) and mark
-    the manifest completed with its finish time and `fields` (metrics, history, ...)."""
-    if not keep_checkpoints:
-        remove_checkpoints(run_dir)
+    """The end of a training run, once its weights are saved: mark the manifest completed with its finish time
+    and `fields` (metrics, history, ...), then drop the step checkpoints (unless kept). In that order: a kill in
+    between leaves a completed run with its checkpoints, never an unfinished run without them."""
     manifest.update(status="completed", finished=now(), **fields)
     write_manifest(run_dir, manifest)
+    if not keep_checkpoints:
+        remove_checkpoints(run_dir)
     if is_main_process():  # the run it replaced (overwrite=true) is no longer needed
         _SET_ASIDE.pop(str(Path(run_dir).resolve()), None)
         shutil.rmtree(aside_folder(run_dir), ignore_errors=True)

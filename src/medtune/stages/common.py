@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -329,27 +328,12 @@ def train(trainer, run_dir: Path, manifest: dict, checkpoint, started: float) ->
             if control.should_save or state.global_step >= state.max_steps:
                 control.should_log = True
 
-    if checkpoint is not None:
-        _check_trainer_state(Path(checkpoint))
     trainer.add_callback(LogAtCheckpoints())
     metrics = runs.train(trainer, run_dir, manifest, checkpoint, started)
     if checkpoint is not None:
         whole = whole_run_loss(trainer.state.log_history, metrics["steps"])
         metrics["train_loss"] = whole if whole is not None else metrics["train_loss"]
     return metrics
-
-
-def _check_trainer_state(checkpoint: Path) -> None:
-    """A checkpoint's trainer_state.json is written last (its presence marks the checkpoint complete); a kill
-    in the instant it was being written leaves it cut off: refuse it in one line, not a traceback."""
-    import json
-
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise MedtuneError("the checkpoint to resume from is damaged (its trainer_state.json was cut off while it "
-                           "was written)", where=str(checkpoint),
-                           hint="delete that checkpoint folder and resume again from the one before") from None
 
 
 @contextlib.contextmanager
@@ -380,15 +364,9 @@ def save_tensors(path: Path, state_dict: dict) -> None:
 def finish(run_dir: Path, manifest: dict, model, tokenizer, *, keep_checkpoints: bool, summary=None,
            **fields) -> None:
     """The end of a run: save the weights (adapter or full) and tokenizer, mark the manifest completed with
-    `fields` (metrics, history, ...), then drop the step checkpoints unless kept (renamed away first, so no
-    half-deleted checkpoint is ever found), and print `summary()` on rank 0."""
+    `fields` (metrics, history, ...), then drop the step checkpoints unless kept (runs.complete), and print
+    `summary()` on rank 0."""
     runs.save_weights(run_dir, model, tokenizer)
-    runs.complete(run_dir, manifest, keep_checkpoints=True, **fields)
-    checkpoints = Path(run_dir) / "checkpoints"
-    if not keep_checkpoints and runs.is_main_process() and checkpoints.exists():
-        gone = Path(run_dir) / ".checkpoints.removed"
-        shutil.rmtree(gone, ignore_errors=True)
-        os.replace(checkpoints, gone)
-        shutil.rmtree(gone, ignore_errors=True)
+    runs.complete(run_dir, manifest, keep_checkpoints=keep_checkpoints, **fields)
     if summary is not None and runs.is_main_process():
         summary()
