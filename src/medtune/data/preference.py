@@ -13,6 +13,12 @@ Four shapes are read, detected per record from its keys (see docs/data-formats.m
 each in a JSON Lines file or one JSON array. Every reader returns the same thing:
 ``{"prompt": [{"role", "content"}, ...], "chosen": str, "rejected": str, "source": "path:line"}``.
 
+Tool-calling pairs (docs/tools.md): a record with a `tools` list, or whose prompt holds OpenAI `tool_calls` /
+`tool` messages (MedicalGPT's `function_call` / `observation` turns in the `conversations` shape), is checked as
+data/tools.py checks dialogues; its pair also holds `"tools"`, its prompt may end with a tool result, and an
+answer given as an assistant message with `tool_calls` stays that message (``{"role": "assistant", "content",
+"tool_calls"}``) instead of a string.
+
 The prompt follows the dialogue rules (optional system first, then user/assistant alternating, ending
 with a user turn); the answers must be non-empty. A pair whose answers are identical carries no
 preference: it is dropped and counted, not an error.
@@ -20,12 +26,14 @@ preference: it is dropped and counted, not an error.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from medtune.config import at_least, check
-from medtune.data import formats
+from medtune.data import formats, tools
 from medtune.data.jsonio import get_list, get_str, iter_objects, json_type, require_file
 from medtune.errors import ConfigError, DataError, MedtuneError
 
@@ -92,7 +100,133 @@ def _prompt_field(path, line, record: dict) -> list[dict]:
     return _prompt_turns(path, line, turns, "prompt")
 
 
+def is_tool_pair(record: dict, shape: str) -> bool:
+    """Whether a preference record holds tools: a `tools` list, tool calls or tool results anywhere in it."""
+    if "tools" in record:
+        return True
+    if shape == "medicalgpt":
+        return tools.has_tools({"conversations": record.get("conversations")}, "sharegpt")
+    items = [m for key in ("prompt", "chosen", "rejected") if isinstance(record.get(key), list) for m in record[key]]
+    return any(isinstance(m, dict) and (m.get("role") == "tool" or "tool_calls" in m) for m in items)
+
+
+def answer_text(answer) -> str:
+    """An answer as text: itself, or an assistant message's content followed by its calls as JSON (to compare
+    answers and count their characters)."""
+    if isinstance(answer, str):
+        return answer
+    calls = [c["function"] for c in answer.get("tool_calls", [])]
+    return "\n".join([answer["content"], *(json.dumps(c, ensure_ascii=False, sort_keys=True) for c in calls)]).strip()
+
+
+def _renamed(exc: DataError, name) -> DataError:
+    """`exc` (raised by tools.tool_dialogue on a dialogue built from the record) pointing at the record's own
+    field: name(i) gives the field of the dialogue's message i."""
+    field = exc.field or ""
+    found = re.match(r"(messages|conversations)\[(\d+)\]", field)
+    if found:
+        field = name(int(found.group(2))) + field[found.end():]
+    return DataError(exc.path, exc.line, field or None, exc.message, exc.hint)
+
+
+def _tool_answer(path, line, record: dict, key: str) -> dict:
+    """An answer given as a string or as one assistant message (which may hold `tool_calls`)."""
+    value = record.get(key)
+    if isinstance(value, str):
+        return {"role": "assistant", "content": value}
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict) \
+            or value[0].get("role") != "assistant":
+        raise DataError(path, line, key, "must be a string or one assistant message",
+                        f'write "{key}": "..." or "{key}": [{{"role": "assistant", "content": "...", "tool_calls": [...]}}]')
+    return value[0]
+
+
+def _tool_prompt(path, line, items: list, tool_list, name) -> list[dict]:
+    """The prompt of a tool-calling pair, checked as a dialogue (calls declared, JSON arguments, a result for
+    every call); it ends with a user turn or a tool result, where the assistant answers next."""
+    if not items:
+        raise DataError(path, line, name(0).split("[")[0], "empty prompt", "the prompt needs at least one user turn")
+    try:
+        prompt = tools.tool_dialogue(path, line, {"messages": items, "tools": tool_list}, "messages",
+                                     require_final_assistant=False)["messages"]
+    except DataError as exc:
+        raise _renamed(exc, name) from None
+    if prompt[-1]["role"] not in ("user", "tool"):
+        raise DataError(path, line, name(len(items) - 1), "the prompt must end with a user turn or a tool result",
+                        "the answers go in chosen/rejected, not in the prompt")
+    return prompt
+
+
+def _read_tool_pair(path, line, record: dict, shape: str) -> dict:
+    """A preference record that holds tools (is_tool_pair): the prompt and each answer checked together as a
+    dialogue by tools.tool_dialogue (an answer's calls may wait for their results: they come after it)."""
+    tool_list = tools.read_tools(path, line, record)
+    answers = {}
+    if shape == "medicalgpt":
+        conversation = record.get("conversations")
+        try:
+            prompt = tools.tool_dialogue(path, line, {"conversations": conversation, "tools": record.get("tools")},
+                                         "sharegpt", require_final_assistant=False)["messages"]
+        except DataError as exc:
+            raise _renamed(exc, lambda i: f"conversations[{i}]") from None
+        if prompt[-1]["role"] not in ("user", "tool"):
+            raise DataError(path, line, f"conversations[{len(conversation) - 1}]",
+                            "the prompt must end with a user turn or a tool result",
+                            "the answers go in chosen/rejected, not in the prompt")
+        for key in ("chosen", "rejected"):
+            answers[key] = _answer(path, line, record, key)
+        return {"prompt": prompt, **answers, "tools": tool_list, "source": f"{path}:{line}"}
+    if shape == "prompt":
+        value = record["prompt"]
+        if isinstance(value, str):
+            items, name = [{"role": "user", "content": value}], (lambda i: "prompt")
+        elif isinstance(value, list):
+            items, name = value, (lambda i: f"prompt[{i}]")
+        else:
+            raise DataError(path, line, "prompt", f"must be a string or a list of messages, got {json_type(value)}",
+                            'write "prompt": [{"role": "user", "content": "..."}, ...]')
+        prompt = _tool_prompt(path, line, items, tool_list, name)
+        given = {key: (items, _tool_answer(path, line, record, key)) for key in ("chosen", "rejected")}
+    elif shape == "implicit":
+        example = '"chosen": [{"role": "user", ...}, {"role": "assistant", ...}]'
+        whole = {key: get_list(path, line, record, key, example) for key in ("chosen", "rejected")}
+        for key, items in whole.items():
+            if not items or not isinstance(items[-1], dict) or items[-1].get("role") != "assistant":
+                raise DataError(path, line, key, "must end with the assistant's answer", example)
+        if whole["chosen"][:-1] != whole["rejected"][:-1]:
+            raise DataError(path, line, "rejected", "chosen and rejected differ before their last turn",
+                            "both must hold the same prompt and differ only in the final assistant answer")
+        items = whole["chosen"][:-1]
+        name = (lambda i: f"chosen[{i}]")
+        prompt = _tool_prompt(path, line, items, tool_list, name)
+        given = {key: (items, whole[key][-1]) for key in ("chosen", "rejected")}
+    else:
+        raise DataError(path, line, "tools", "tool calls are read in the prompt/chosen/rejected, chosen/rejected "
+                        "or conversations shapes", 'write {"prompt": [messages], "chosen": [...], "rejected": [...], '
+                        '"tools": [...]}; see docs/tools.md')
+    for key, (items, message) in given.items():
+        if shape == "prompt":
+            answer_field = key if isinstance(record[key], str) else f"{key}[0]"
+        else:
+            answer_field = f"{key}[{len(items)}]"
+
+        def where(i, n=len(items), answer_field=answer_field):
+            return name(i) if i < n else answer_field
+
+        try:
+            dialogue = tools.tool_dialogue(path, line, {"messages": [*items, message], "tools": tool_list},
+                                           "messages", open_final_calls=True)
+        except DataError as exc:
+            raise _renamed(exc, where) from None
+        answer = dialogue["messages"][-1]
+        answers[key] = {k: answer[k] for k in ("role", "content", "tool_calls") if k in answer} \
+            if answer.get("tool_calls") else answer["content"]
+    return {"prompt": prompt, **answers, "tools": tool_list, "source": f"{path}:{line}"}
+
+
 def _read(path, line, record: dict, shape: str) -> dict:
+    if is_tool_pair(record, shape):
+        return _read_tool_pair(path, line, record, shape)
     if shape == "medicalgpt":
         record_turns = formats.turns_sharegpt(path, line, record)
         prompt = _prompt_turns(path, line, record_turns, "conversations")
@@ -142,7 +276,7 @@ def load_pairs(path, *, stats: dict | None = None) -> list[dict]:
             raise DataError(path, line, None, f"not a preference record: keys [{formats.key_list(record)}]", _HINT_SHAPE)
         count += 1
         pair = _read(path, line, record, shape)
-        if pair["chosen"].strip() == pair["rejected"].strip():
+        if answer_text(pair["chosen"]).strip() == answer_text(pair["rejected"]).strip():
             stats["identical_dropped"] += 1
             continue
         pairs.append(pair)
@@ -179,9 +313,15 @@ def load_prompts(path) -> list[dict]:
     for line, record in iter_objects(path):
         shape = shape_of(record)
         if shape in ("medicalgpt", "pairwise") or (shape in ("prompt", "implicit") and "chosen" in record):
+            if is_tool_pair(record, shape):
+                raise DataError(path, line, None, "a tool-calling record: PPO and GRPO prompts cannot hold tools yet",
+                                "use tool-calling pairs with rm or dpo (docs/tools.md)")
             pair = _read(path, line, record, shape)
             out.append({"prompt": pair["prompt"], "source": pair["source"]})
             continue
+        if shape == "prompt" and is_tool_pair(record, shape):
+            raise DataError(path, line, None, "a tool-calling record: PPO and GRPO prompts cannot hold tools yet",
+                            "use prompts without tool calls")
         if shape == "prompt":  # prompt-only records, e.g. {"prompt": "...", "answer": "C"}
             extra = {k: v for k, v in record.items() if k != "prompt"}
             out.append({"prompt": _prompt_field(path, line, record), "source": f"{path}:{line}", **extra})
@@ -193,13 +333,15 @@ def load_prompts(path) -> list[dict]:
     return out
 
 
-def encode_pair(tokenizer, fmt, prompt: list[dict], answer: str) -> tuple[list[int], list[int]]:
+def encode_pair(tokenizer, fmt, prompt: list[dict], answer, tools=None) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) of one answer under the chat template: the prompt ends with the assistant
     header, the answer with the template's end-of-turn token; prompt + answer is exactly how SFT encodes
-    the same dialogue, so every preference stage sees the text the model was tuned on."""
+    the same dialogue, so every preference stage sees the text the model was tuned on. `answer` is a string or
+    an assistant message with `tool_calls`; `tools` the pair's declared functions (rendered by the template)."""
     from medtune.data import templates
 
-    enc = templates.encode_dialogue(tokenizer, fmt, [*prompt, {"role": "assistant", "content": answer}])
+    message = answer if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+    enc = templates.encode_dialogue(tokenizer, fmt, [*prompt, message], tools=tools)
     end = enc.turn_ends[-1]
     start = end
     while start > 0 and enc.assistant_mask[start - 1]:
@@ -252,6 +394,8 @@ def cut_prompt(messages: list[dict], limit: int, keep: str, count) -> list[dict]
             if count(head + turns[start:]) <= limit:
                 return head + turns[start:]
     question = turns[-1]
+    if question["role"] != "user":  # a tool result: cutting it would change what the tool answered
+        return None
     if system and count(system + [{**question, "content": ""}]) > limit // 2:
         system = []
     text = _longest_cut(question["content"], keep,
@@ -259,12 +403,14 @@ def cut_prompt(messages: list[dict], limit: int, keep: str, count) -> list[dict]
     return None if text is None else system + [{**question, "content": text}]
 
 
-def cut_answer(tokenizer, answer: str, answer_ids: list[int], limit: int) -> str | None:
+def cut_answer(tokenizer, answer, answer_ids: list[int], limit: int) -> str | None:
     """`answer` cut so that its ids (as encode_pair returns them, end-of-turn tokens included) number at most
     `limit`: the end of its text goes, the template's end-of-turn tokens stay whole so the model still learns to
     stop. None when not even one character fits before them."""
     if len(answer_ids) <= limit:
         return answer
+    if not isinstance(answer, str):  # a tool call cut short is no call: the pair is dropped
+        return None
     room = limit - (len(answer_ids) - len(_text_ids(tokenizer, answer)))  # what the end-of-turn tokens leave
     return _longest_cut(answer, "keep_start", lambda cut: len(_text_ids(tokenizer, cut)) <= room)
 
@@ -289,13 +435,14 @@ def fit_pairs(pairs: list[dict], tokenizer, fmt, stats: dict, *, max_length: int
     before, after, out = [], [], []
     answer_cap = max_answer_length or max_length
 
-    def prompt_count(messages):  # the prompt's ids do not depend on the answer: the template sees placeholders
-        return len(encode_pair(tokenizer, fmt, messages, ".")[0])
+    def prompt_count(messages, tools=None):  # the prompt's ids do not depend on the answer: the template sees placeholders
+        return len(encode_pair(tokenizer, fmt, messages, ".", tools)[0])
 
     for pair in pairs:
+        tools = pair.get("tools")
         try:
-            prompt_ids, chosen_ids = encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"])
-            _, rejected_ids = encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"])
+            prompt_ids, chosen_ids = encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"], tools)
+            _, rejected_ids = encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"], tools)
         except MedtuneError as exc:
             raise MedtuneError(exc.message, where=pair["source"], hint=exc.hint) from None
         longest = max(len(chosen_ids), len(rejected_ids))
@@ -308,8 +455,8 @@ def fit_pairs(pairs: list[dict], tokenizer, fmt, stats: dict, *, max_length: int
         else:
             prompt_limit = max_prompt_length or max(max_length - min(longest, answer_cap), max_length // 2)
             if len(prompt_ids) > prompt_limit:
-                prompt = cut_prompt(prompt, prompt_limit, truncation, prompt_count)
-                prompt_ids = encode_pair(tokenizer, fmt, prompt, ".")[0] if prompt is not None else prompt_ids
+                prompt = cut_prompt(prompt, prompt_limit, truncation, lambda m, tools=tools: prompt_count(m, tools))
+                prompt_ids = encode_pair(tokenizer, fmt, prompt, ".", tools)[0] if prompt is not None else prompt_ids
             if prompt is not None:
                 answer_limit = min(answer_cap, max_length - len(prompt_ids))
                 chosen = cut_answer(tokenizer, chosen, chosen_ids, answer_limit)
@@ -318,8 +465,8 @@ def fit_pairs(pairs: list[dict], tokenizer, fmt, stats: dict, *, max_length: int
                 counts["dropped_too_long"] += 1
                 continue
             if (prompt, chosen, rejected) != (pair["prompt"], pair["chosen"], pair["rejected"]):
-                prompt_ids, chosen_ids = encode_pair(tokenizer, fmt, prompt, chosen)  # the cut pair, as SFT encodes it
-                _, rejected_ids = encode_pair(tokenizer, fmt, prompt, rejected)
+                prompt_ids, chosen_ids = encode_pair(tokenizer, fmt, prompt, chosen, tools)  # the cut pair, as SFT encodes it
+                _, rejected_ids = encode_pair(tokenizer, fmt, prompt, rejected, tools)
         prompt_cut, answer_cut = prompt != pair["prompt"], (chosen, rejected) != (pair["chosen"], pair["rejected"])
         counts["prompt_cut"] += prompt_cut
         counts["answer_cut"] += answer_cut

@@ -152,8 +152,8 @@ def _measure_pairs(path, tokenizer, max_length: int, *, truncation: str, max_pro
     seen: set[bytes] = set()
     chars, languages, exact, near_dups, multi_turn = [], Counter(), 0, 0, 0
     for pair in pairs:
-        messages = [*pair["prompt"], {"role": "chosen", "content": pair["chosen"]},
-                    {"role": "rejected", "content": pair["rejected"]}]
+        chosen, rejected = preference.answer_text(pair["chosen"]), preference.answer_text(pair["rejected"])
+        messages = [*pair["prompt"], {"role": "chosen", "content": chosen}, {"role": "rejected", "content": rejected}]
         normal_messages = [{"role": m["role"], "content": clean.normalize(m["content"])} for m in messages]
         key = clean.dialogue_key(normal_messages)
         if key in seen:
@@ -161,7 +161,7 @@ def _measure_pairs(path, tokenizer, max_length: int, *, truncation: str, max_pro
         else:
             seen.add(key)
             near_dups += near.seen(clean.ngrams(clean.dialogue_text(normal_messages), ngram))
-        chars.append(sum(len(m["content"]) for m in pair["prompt"]) + max(len(pair["chosen"]), len(pair["rejected"])))
+        chars.append(sum(len(m["content"]) for m in pair["prompt"]) + max(len(chosen), len(rejected)))
         languages[language_of(clean.dialogue_text(messages[:-1]))] += 1
         multi_turn += sum(m["role"] == "user" for m in pair["prompt"]) > 1
     tokens = fit = None
@@ -171,8 +171,8 @@ def _measure_pairs(path, tokenizer, max_length: int, *, truncation: str, max_pro
         chat_format = resolve_format(tokenizer, "auto")
         tokens = []  # each pair's length before truncation, for the table and the histogram
         for pair in pairs:
-            p, c = preference.encode_pair(tokenizer, chat_format, pair["prompt"], pair["chosen"])
-            _, r = preference.encode_pair(tokenizer, chat_format, pair["prompt"], pair["rejected"])
+            p, c = preference.encode_pair(tokenizer, chat_format, pair["prompt"], pair["chosen"], pair.get("tools"))
+            _, r = preference.encode_pair(tokenizer, chat_format, pair["prompt"], pair["rejected"], pair.get("tools"))
             tokens.append(len(p) + max(len(c), len(r)))
         fit = {"max_prompt_length": max_prompt_length, "max_answer_length": max_answer_length}
         preference.fit_pairs(pairs, tokenizer, chat_format, fit, max_length=max_length, truncation=truncation,

@@ -137,9 +137,12 @@ def _turns(path, line, record: dict, shape: str, names: set[str]) -> list[tuple[
     return out
 
 
-def tool_dialogue(path, line, record: dict, shape: str, require_final_assistant: bool = True) -> dict:
+def tool_dialogue(path, line, record: dict, shape: str, require_final_assistant: bool = True,
+                  open_final_calls: bool = False) -> dict:
     """A tool-calling record as ``{"messages", "tools", "source"}``, checked (DataError on the first problem).
-    Consecutive assistant turns of the ShareGPT shape (a function_call after a gpt turn) become one message."""
+    Consecutive assistant turns of the ShareGPT shape (a function_call after a gpt turn) become one message.
+    open_final_calls: the last turn may be an assistant's calls with no results yet (a preference answer that
+    is a call: data/preference.py)."""
     tools = read_tools(path, line, record)
     names = {t["function"]["name"] for t in tools}
     turns = _turns(path, line, record, shape, names)
@@ -179,7 +182,7 @@ def tool_dialogue(path, line, record: dict, shape: str, require_final_assistant:
     if not any(m["role"] == "user" for m in messages):
         raise DataError(path, line, shape if shape == "messages" else "conversations", "no user turn",
                         "a conversation needs at least one user turn")
-    if pending:
+    if pending and not (open_final_calls and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls")):
         raise DataError(path, line, turns[-1][1], f"{pending} tool call(s) get no result",
                         "add one tool result per call, then the assistant's answer")
     if require_final_assistant and messages[-1]["role"] != "assistant":

@@ -86,11 +86,13 @@ def encode(pairs, tokenizer, fmt, max_length: int, stats: dict, *, max_prompt_le
                                 max_prompt_length=max_prompt_length, max_answer_length=max_answer_length)
 
 
-def trl_rows(encoded: list[dict], tokenizer, loss: str) -> list[dict]:
+def trl_rows(encoded: list[dict], tokenizer, loss: str, as_text: bool = False) -> list[dict]:
     """Rows in TRL's preference contract. DPOTrainer gets the conversational form (it renders the model's
-    chat template itself); the experimental ORPO/CPO trainers get the text our template encoding decodes to,
-    each answer ending at its end-of-turn token, so they do not append a second end-of-sequence token."""
-    if loss in USES_REFERENCE:
+    chat template itself); the experimental ORPO/CPO trainers, and every trainer when the pairs hold tool calls
+    (`as_text`: a dataset table cannot hold calls whose arguments differ in shape, and the text is exactly what
+    our template encoding trained on), get the text our template encoding decodes to, each answer ending at its
+    end-of-turn token, so they do not append a second end-of-sequence token."""
+    if loss in USES_REFERENCE and not as_text:
         return [{"prompt": e["prompt"], "chosen": [{"role": "assistant", "content": e["chosen"]}],
                  "rejected": [{"role": "assistant", "content": e["rejected"]}]} for e in encoded]
 
@@ -219,8 +221,9 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
                                default_system_prompt=system_prompt, heldout_before=before)
     common.begin(run_dir, manifest, checkpoint, resume=cfg.resume)
 
-    trainer = trl_trainer(cfg, model, tokenizer, trl_rows(train_enc, tokenizer, cfg.loss),
-                          trl_rows(val_enc, tokenizer, cfg.loss), run_dir, callbacks)
+    as_text = any("tools" in e for e in train_enc + val_enc)  # tool-calling pairs (docs/tools.md)
+    trainer = trl_trainer(cfg, model, tokenizer, trl_rows(train_enc, tokenizer, cfg.loss, as_text),
+                          trl_rows(val_enc, tokenizer, cfg.loss, as_text), run_dir, callbacks)
     manifest["parameters"] = common.parameter_counts(trainer.model)
     metrics = common.train(trainer, run_dir, manifest, checkpoint, started)
     if val_enc:

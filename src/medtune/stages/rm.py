@@ -258,8 +258,8 @@ def score_file(run: str, path: str, out: str | None = None, batch_size: int = 8)
     if is_pairs:
         rows = []
         for pair in items:
-            p_c, a_c = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"])
-            p_r, a_r = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"])
+            p_c, a_c = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["chosen"], pair.get("tools"))
+            p_r, a_r = preference.encode_pair(tokenizer, fmt, pair["prompt"], pair["rejected"], pair.get("tools"))
             rows.append({"chosen_ids": p_c + a_c, "rejected_ids": p_r + a_r})
         chosen, rejected = score_rows(model, rows, tokenizer.pad_token_id, batch_size)
         records = [{"source": p["source"], "chosen_reward": c, "rejected_reward": r} for p, c, r in zip(items, chosen, rejected)]
@@ -267,7 +267,7 @@ def score_file(run: str, path: str, out: str | None = None, batch_size: int = 8)
     else:
         seqs = []
         for d in items:
-            p, a = preference.encode_pair(tokenizer, fmt, d["messages"][:-1], d["messages"][-1]["content"])
+            p, a = preference.encode_pair(tokenizer, fmt, d["messages"][:-1], d["messages"][-1], d.get("tools"))
             seqs.append(p + a)
         scores = models.score_sequences(model, seqs, tokenizer.pad_token_id, batch_size)
         records = [{"source": d["source"], "reward": s} for d, s in zip(items, scores)]
