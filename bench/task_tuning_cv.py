@@ -173,12 +173,12 @@ def score(model: str, tasks_items: dict, batch_size: int) -> dict:
     return out
 
 
-def train(args, items, work: Path) -> Path:
+def train(args, items, work: Path, name: str = "run") -> Path:
     from medtune.config import load_config
     from medtune.stages import sft
 
     data = write_jsonl(work / "train.jsonl", training_records(items, args.form, args.long_answer, args.balance, args.seed))
-    overrides = [*args.set, f"data.path={data}", f"output_dir={work / 'run'}", "overwrite=true"]
+    overrides = [*args.set, f"data.path={data}", f"output_dir={work / name}", "overwrite=true"]
     return sft.run(load_config(sft.SFTConfig, str(args.recipe), overrides))
 
 
@@ -289,10 +289,10 @@ def demo(args) -> int:
     held_file.parent.mkdir(parents=True, exist_ok=True)
     held_file.write_text(json.dumps({items[i].id: raw[items[i].id] for i in held}, ensure_ascii=False))
     started = time.time()
-    run_dir = train(args, [items[i] for i in train_idx], out / "tune")
+    run_dir = train(args, [items[i] for i in train_idx], out, "tuned")  # folder names are the report's labels
     base = base_model(args)
     alpha = 0.5 if args.average is None else args.average
-    merged = average(base, run_dir, alpha, out / "averaged")
+    merged = average(base, run_dir, alpha, out / f"averaged-{alpha:g}")
     files = {"pubmedqa": str(held_file)}
     general = []
     if mcq:  # the sampled MedMCQA lines as a file of their own (eval's --limit would cut the held-out fold too)
@@ -310,7 +310,8 @@ def demo(args) -> int:
     html = report.write_report(evals, out / "report", title="medtune demo-tasks: PubMedQA task tuning, held-out fold")
     text = (f"# medtune demo-tasks\n\n> {NOT_MEDICAL_ADVICE}\n\nTask-tuned on {len(train_idx)} labelled PubMedQA items "
             f"(recipe {Path(args.recipe).name}), scored on {len(held)} held out (fold 1 of {args.folds}, stratified); "
-            f"averaged with the base at alpha {alpha:g}. MedMCQA: general ability (forgetting).\n\n```\n"
+            f"averaged with the base at alpha {alpha:g}."
+            f"{f' MedMCQA ({len(mcq)} items): general ability (forgetting).' if mcq else ''}\n\n```\n"
             f"{report.compare_table(results)}\n```\n")
     (out / "demo-tasks.md").write_text(text, encoding="utf-8")
     print("\n" + text)
