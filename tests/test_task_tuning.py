@@ -66,6 +66,22 @@ def test_balance_upsamples_every_class_to_the_largest():
     assert {r["id"] for r in out} == set(range(10))  # nothing dropped
 
 
+def test_training_records_in_each_form(tmp_path):
+    from medtune.data import formats
+    from medtune.eval import tasks
+
+    items = tasks.load_task("pubmedqa", _pubmedqa(tmp_path / "p.json"))
+    plain = cv.training_records(items, "prompt_completion", False, False, 0)
+    assert [r["completion"] for r in plain] == [" " + tasks.PUBMEDQA_LABELS[it.answer] for it in items]
+    long = cv.training_records(items, "prompt_completion", True, False, 0)
+    assert all(r["completion"].endswith(it.explanation) for r, it in zip(long, items))
+    chat = cv.training_records(items, "messages", False, False, 0)
+    path = cv.write_jsonl(tmp_path / "chat.jsonl", chat)
+    assert len(formats.load_dialogues(path)) == len(items)  # dialogues sft reads through the chat template
+    even = cv.training_records(items, "prompt_completion", False, True, 0)
+    assert Counter(r["completion"] for r in even) == {" yes": 10, " no": 10, " maybe": 10}
+
+
 def test_intervals():
     lo, hi = cv.wilson(55, 100)
     z = 1.959963984540054
