@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -360,16 +361,25 @@ def score_sequences(model, seqs: list[list[int]], pad_id: int, batch_size: int =
 
     device = model.get_input_embeddings().weight.device
     out = []
+    with evaluating(model):
+        for i in range(0, len(seqs), batch_size):
+            ids, mask = pad_right(seqs[i: i + batch_size], pad_id)
+            out += sequence_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()
+    return out
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """The model in eval mode without gradients for the block; its training mode comes back after, even on error."""
+    import torch
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for i in range(0, len(seqs), batch_size):
-                ids, mask = pad_right(seqs[i: i + batch_size], pad_id)
-                out += sequence_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()
+            yield model
     finally:
         model.train(was_training)
-    return out
 
 
 def load_reward_model(run: str, *, device: str = "cpu", trust_remote_code: bool = False) -> Loaded:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtune.data import jsonio
 from medtune.errors import DataError, MedtuneError
 
 DEFAULT_PROMPTS = "medtune:health_prompts.jsonl"
@@ -299,21 +300,11 @@ def load_prompts(path=None, langs=None) -> list[dict]:
     `langs` (e.g. ["en"]) keeps only prompts whose `lang` is one of them."""
     from medtune.data import resolve_path
 
-    path = Path(resolve_path(path or DEFAULT_PROMPTS))
-    if not path.is_file():
-        raise DataError(path, None, None, "is a directory, not a file" if path.is_dir() else "file not found",
-                        "pass a .jsonl or .txt file of prompts")
-    try:
-        raw_lines = path.read_bytes().splitlines()
-    except OSError as e:
-        raise DataError(path, None, None, f"cannot read the file: {e.strerror}") from None
+    path = jsonio.require_file(resolve_path(path or DEFAULT_PROMPTS))
     as_text = path.suffix.lower() == ".txt"
     prompts = []
-    for line_no, raw in enumerate(raw_lines, 1):
-        try:
-            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").strip()
-        except UnicodeDecodeError:
-            raise DataError(path, line_no, None, "not UTF-8 text", "save the file as UTF-8") from None
+    for line_no, raw_line in jsonio.iter_lines(path):
+        line = raw_line.strip()
         if not line:
             continue
         if as_text:
@@ -333,12 +324,19 @@ def load_prompts(path=None, langs=None) -> list[dict]:
             if record.get(key) is not None and not isinstance(record[key], str):
                 raise DataError(path, line_no, key, "must be a string", 'e.g. "kind": "medical", "lang": "en"')
         prompts.append({"prompt": prompt.strip(), "kind": record.get("kind") or "custom", "lang": record.get("lang")})
+    return in_languages(path, prompts, langs, "--health-langs", _HINT)
+
+
+def in_languages(path, prompts: list[dict], langs, option: str, hint: str) -> list[dict]:
+    """The prompts whose `lang` is one of `langs` (all when none are given); an empty result names the file, the
+    languages it has and the `option` that asked."""
     if not prompts:
-        raise DataError(path, None, None, "holds no prompts", _HINT)
-    if langs:
-        found = sorted({p["lang"] for p in prompts if p["lang"]})
-        prompts = [p for p in prompts if p["lang"] in set(langs)]
-        if not prompts:
-            raise DataError(path, None, "lang", f"no prompt has lang {', '.join(langs)} (the file has: "
-                            f"{', '.join(found) or 'none'})", "pick languages the file has, or drop --health-langs")
-    return prompts
+        raise DataError(path, None, None, "holds no prompts", hint)
+    if not langs:
+        return prompts
+    found = sorted({p["lang"] for p in prompts if p["lang"]})
+    kept = [p for p in prompts if p["lang"] in set(langs)]
+    if not kept:
+        raise DataError(path, None, "lang", f"no prompt has lang {', '.join(langs)} (the file has: "
+                        f"{', '.join(found) or 'none'})", f"pick languages the file has, or drop {option}")
+    return kept

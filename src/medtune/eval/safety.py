@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from medtune.data import jsonio
 from medtune.errors import DataError, MedtuneError
 
 DEFAULT_PROMPTS = "medtune:safety/prompts.jsonl"
@@ -331,26 +332,9 @@ def load_prompts(path=None, langs=None) -> list[dict]:
     CATEGORIES (it picks the rubric); `id` defaults to the line number; `langs` keeps those languages only."""
     from medtune.data import resolve_path
 
-    path = Path(resolve_path(path or DEFAULT_PROMPTS))
-    if not path.is_file():
-        raise DataError(path, None, None, "is a directory, not a file" if path.is_dir() else "file not found",
-                        "pass a .jsonl file of safety prompts")
-    try:
-        raw_lines = path.read_bytes().splitlines()
-    except OSError as e:
-        raise DataError(path, None, None, f"cannot read the file: {e.strerror}") from None
+    path = jsonio.require_file(resolve_path(path or DEFAULT_PROMPTS))
     prompts, seen = [], set()
-    for line_no, raw in enumerate(raw_lines, 1):
-        try:
-            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").strip()
-        except UnicodeDecodeError:
-            raise DataError(path, line_no, None, "not UTF-8 text", "save the file as UTF-8") from None
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})", _HINT) from None
+    for line_no, record in jsonio.iter_jsonl(path):
         if not isinstance(record, dict):
             raise DataError(path, line_no, None, "a prompt must be a JSON object", _HINT)
         prompt = record.get("prompt")
@@ -367,15 +351,9 @@ def load_prompts(path=None, langs=None) -> list[dict]:
             raise DataError(path, line_no, "id", f"{pid!r} is used twice", "give every prompt its own id")
         seen.add(pid)
         prompts.append({"id": pid, "category": record["category"], "lang": record.get("lang"), "prompt": prompt.strip()})
-    if not prompts:
-        raise DataError(path, None, None, "holds no prompts", _HINT)
-    if langs:
-        found = sorted({p["lang"] for p in prompts if p["lang"]})
-        prompts = [p for p in prompts if p["lang"] in set(langs)]
-        if not prompts:
-            raise DataError(path, None, "lang", f"no prompt has lang {', '.join(langs)} (the file has: "
-                            f"{', '.join(found) or 'none'})", "pick languages the file has, or drop --safety-langs")
-    return prompts
+    from medtune.eval.health import in_languages
+
+    return in_languages(path, prompts, langs, "--safety-langs", _HINT)
 
 
 # --- the judge ------------------------------------------------------------------------------------------

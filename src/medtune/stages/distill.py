@@ -146,21 +146,17 @@ def teacher_kl(student, teacher, examples: list[dict], pad_id: int, batch_size: 
     import torch
 
     device = student.get_input_embeddings().weight.device
-    total, count, was_training = 0.0, 0, student.training
-    student.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(examples), batch_size):
-                chunk = examples[i: i + batch_size]
-                ids, mask = models.pad_right([e["input_ids"] for e in chunk], pad_id)
-                labels, _ = models.pad_right([e["labels"] for e in chunk], -100)
-                ids, mask, keep = ids.to(device), mask.to(device), (labels[:, 1:] != -100).to(device)
-                s = torch.log_softmax(student(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)[keep]
-                t = torch.log_softmax(teacher(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)[keep]
-                total += float((t.exp() * (t - s)).sum())
-                count += int(keep.sum())
-    finally:
-        student.train(was_training)
+    total, count = 0.0, 0
+    with models.evaluating(student):
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i: i + batch_size]
+            ids, mask = models.pad_right([e["input_ids"] for e in chunk], pad_id)
+            labels, _ = models.pad_right([e["labels"] for e in chunk], -100)
+            ids, mask, keep = ids.to(device), mask.to(device), (labels[:, 1:] != -100).to(device)
+            s = torch.log_softmax(student(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)[keep]
+            t = torch.log_softmax(teacher(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)[keep]
+            total += float((t.exp() * (t - s)).sum())
+            count += int(keep.sum())
     return total / max(count, 1)
 
 

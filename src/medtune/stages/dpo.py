@@ -112,21 +112,16 @@ def answer_logps(model, encoded: list[dict], key: str, pad_id: int, batch_size: 
 
     device = model.get_input_embeddings().weight.device
     out = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(encoded), batch_size):
-                chunk = encoded[i: i + batch_size]
-                ids, mask = models.pad_right([e["prompt_ids"] + e[key] for e in chunk], pad_id)
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-                for j, e in enumerate(chunk):
-                    start, end = len(e["prompt_ids"]), len(e["prompt_ids"]) + len(e[key])
-                    targets = ids[j, start:end].to(device)
-                    out.append(float(logp[j, start - 1: end - 1].gather(-1, targets[:, None]).sum()))
-    finally:
-        model.train(was_training)
+    with models.evaluating(model):
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i: i + batch_size]
+            ids, mask = models.pad_right([e["prompt_ids"] + e[key] for e in chunk], pad_id)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            for j, e in enumerate(chunk):
+                start, end = len(e["prompt_ids"]), len(e["prompt_ids"]) + len(e[key])
+                targets = ids[j, start:end].to(device)
+                out.append(float(logp[j, start - 1: end - 1].gather(-1, targets[:, None]).sum()))
     return out
 
 
