@@ -50,6 +50,8 @@ TYPES = ("NAME", "DATE", "AGE", "PHONE", "EMAIL", "URL", "ID", "MRN", "INSURANCE
 STRUCTURED = tuple(t for t in TYPES if t != "NAME")
 NOTES = Path(__file__).resolve().parent / "data" / "deid_notes.txt"
 NOTES_B = Path(__file__).resolve().parent / "data" / "deid_notes_b.txt"
+NOTES_C = Path(__file__).resolve().parent / "data" / "deid_notes_c.txt"  # scored once it exists
+SETS = ("faker", "handwritten", "handwritten_b", "handwritten_c")
 LOCALES = ("en_US", "en_GB", "en_CA", "en_AU", "en_IN", "zh_CN", "zh_TW")
 
 # --------------------------------------------------------------------------- Faker notes
@@ -462,12 +464,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presidio", action="store_true", help="also score Presidio's pattern recognizers")
     ap.add_argument("--show-errors", type=int, default=0, metavar="K", help="print up to K misses and false positives per set")
     ap.add_argument("--speed-mb", type=float, default=1.0, help="MB of text to time find_phi on (default 1)")
+    ap.add_argument("--sets", default=",".join(SETS),
+                    help=f"comma-separated sets to score and time (default all: {','.join(SETS)}; "
+                         "handwritten_c only once its file exists)")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
 
+    chosen = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SETS]
+    if unknown:
+        ap.error(f"unknown set(s) {', '.join(unknown)}; choose from {', '.join(SETS)}")
     seeds = parse_seeds(args.seeds)
-    faker_set = [gen_note(s, i) for s in seeds for i in range(args.n)]
-    hand_sets = {"handwritten": load_notes(NOTES), "handwritten_b": load_notes(NOTES_B)}
+    faker_set = [gen_note(s, i) for s in seeds for i in range(args.n)] if "faker" in chosen else []
+    paths = {"handwritten": NOTES, "handwritten_b": NOTES_B, "handwritten_c": NOTES_C}
+    hand_sets = {k: load_notes(p) for k, p in paths.items() if k in chosen and p.exists()}
     finders = {"medtune": ours}
     if args.presidio:
         got = presidio_finder()
@@ -482,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(f'{k} {len(v)}' for k, v in hand_sets.items())}; "
           f"Python {platform.python_version()}, {platform.machine()}")
     for fname, find in finders.items():
-        for sname, data in (("faker", faker_set), *hand_sets.items()):
+        for sname, data in ((("faker", faker_set),) if "faker" in chosen else ()) + tuple(hand_sets.items()):
             res, errs = run_set(sname, data, find, args.show_errors)
             results[f"{fname}/{sname}"] = {"scores": res, "errors": errs}
             print()
