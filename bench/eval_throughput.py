@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="a seeded sample of N items per task (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="medtune's batch size (default 8)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="also time medtune's bf16 pass with the fp32 check (auto: on a CPU with native bf16, as eval)")
     p.add_argument("--harness-batch-sizes", default="1,8,16", help="the harness's batch sizes to time (default 1,8,16)")
     p.add_argument("--no-harness", action="store_true", help="skip lm-evaluation-harness")
     p.add_argument("--baseline-limit", type=int, default=50, help="items the naive baseline scores (0 = skip it)")
@@ -94,8 +96,12 @@ def main(argv=None) -> int:
     loaded = models.load(models.ModelConfig(name_or_path=a.model))
     model, tok = loaded.model.float().eval(), loaded.tokenizer
     rate = matmul_rate()
+    fast, rate16 = None, 0.0
+    if a.precision != "fp32" and (a.precision == "bf16" or scoring.native_bf16_cpu()):
+        fast, rate16 = scoring.bf16_copy(model), matmul_rate(dtype=torch.bfloat16)
     print(f"model {a.model} ({folder}), fp32; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{cpu_name()}, {os.cpu_count()} CPUs; fp32 matmul rate measured now: {rate / 1e9:.0f} GFLOP/s")
+          f"{cpu_name()}, {os.cpu_count()} CPUs; fp32 matmul rate measured now: {rate / 1e9:.0f} GFLOP/s"
+          + (f", bf16 {rate16 / 1e9:.0f} GFLOP/s" if fast is not None else ""))
     print("command: python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv))
 
     figures = {"model": a.model, "threads": torch.get_num_threads(), "cpu": cpu_name(),
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
             if a.levers:
                 figures["tasks"][name] = bench_levers(name, requests, model, tok)
                 continue
-            f, same = bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, Path(tmp))
+            f, same = bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, Path(tmp), fast, rate16)
             figures["tasks"][name] = f
             ok = ok and same
     if a.json:
@@ -117,7 +123,7 @@ def main(argv=None) -> int:
     return 0 if ok else 1
 
 
-def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, tmp: Path):
+def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes, tmp: Path, fast=None, rate16=0.0):
     from medtune.eval import scoring
 
     encoded = [scoring.encode_pair(tok, r.context, r.continuations[0])[0] for r in requests]
@@ -130,6 +136,15 @@ def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes
     t0 = time.perf_counter()
     ours = scoring.loglik_scores(model, tok, requests, batch_size=a.batch_size)
     rows["medtune"] = _row(len(items) / (time.perf_counter() - t0), ours, gold)
+    check = None
+    if fast is not None:  # what `medtune eval` does by default on a CPU with native bf16 (--precision auto)
+        scoring.loglik_scores(fast, tok, requests[:2], batch_size=2)
+        t0 = time.perf_counter()
+        checked, check = scoring.loglik_checked(model, fast, tok, requests, batch_size=a.batch_size, seed=a.seed)
+        rows["medtune bf16+check"] = _row(len(items) / (time.perf_counter() - t0), checked, gold)
+        print(f"bf16 + fp32 check: {check.calibration_items} calibration items, largest bf16 error on a choice gap "
+              f"{check.max_error:.3f} nats -> margin {check.margin:.3f}; {check.rechecked} items "
+              f"({100 * check.rechecked / len(items):.0f}%) re-scored in fp32")
 
     if not a.no_harness:
         for bs in harness_sizes:
@@ -146,28 +161,38 @@ def bench_task(name, items, requests, model, tok, folder, rate, a, harness_sizes
     bound = rate / (flops / len(items))  # items/s if every scored FLOP ran at the measured matmul rate
     harness_rows = [k for k in rows if k.startswith("harness")]
     best = max(harness_rows, key=lambda k: rows[k][0]) if harness_rows else None
-    print(f"{'scorer':14s} {'items/s':>8s} {'accuracy':>9s}  vs medtune")
+    norm = {k: _norm_preds(v[3], requests) for k, v in rows.items()}
+    print(f"{'scorer':18s} {'items/s':>8s} {'accuracy':>9s}  vs medtune (fp32)")
     for k, (speed, acc, preds, scores) in rows.items():
         n = len(preds)
-        same = preds == rows["medtune"][2][:n]
+        same = preds == rows["medtune"][2][:n] and norm[k] == norm["medtune"][:n]
         diff = max(abs(x - y) for s1, s2 in zip(scores, ours[:n]) for x, y in zip(s1, s2))
-        note = "" if k == "medtune" else f"  predictions {'identical' if same else 'DIFFER'}, largest log-likelihood difference {diff:.1e}"
+        note = "" if k == "medtune" else f"  predictions (acc and acc_norm) {'identical' if same else 'DIFFER'}, largest log-likelihood difference {diff:.1e}"
         note += f" (first {n} items)" if n < len(items) else ""
-        print(f"{k:14s} {speed:8.2f} {acc:9.4f}{note}")
+        print(f"{k:18s} {speed:8.2f} {acc:9.4f}{note}")
     f = {"items": len(items), "mean_context_tokens": sum(lengths) / len(lengths), "medtune_batch_size": a.batch_size,
          "compute_bound_items_per_s": bound, "medtune_share_of_bound": rows["medtune"][0] / bound,
          "rows": {k: {"items_per_s": v[0], "accuracy": v[1], "items": len(v[2]),
-                      "same_predictions": v[2] == rows["medtune"][2][:len(v[2])],
+                      "same_predictions": v[2] == rows["medtune"][2][:len(v[2])] and norm[k] == norm["medtune"][:len(v[2])],
                       "max_loglik_difference": max(abs(x - y) for s1, s2 in zip(v[3], ours) for x, y in zip(s1, s2))}
                   for k, v in rows.items()}}
     print(f"compute bound {bound:.2f} items/s ({flops / len(items) / 1e9:.3g} GFLOP per item): medtune at "
           f"{100 * f['medtune_share_of_bound']:.0f}% of it")
+    if check is not None:
+        # bf16 pass at the bf16 matmul rate, the re-scored items at the fp32 rate
+        bound16 = 1 / ((1 / (rate16 / (flops / len(items)))) + (check.rechecked + check.calibration_items) / len(items) / bound)
+        f["bf16_check"] = dataclasses.asdict(check) | {"compute_bound_items_per_s": bound16,
+                                                       "share_of_bound": rows["medtune bf16+check"][0] / bound16}
+        print(f"bf16+check bound {bound16:.2f} items/s (bf16 matmul rate {rate16 / 1e9:.0f} GFLOP/s for the bf16 pass, "
+              f"fp32 for the re-scored items): at {100 * f['bf16_check']['share_of_bound']:.0f}% of it")
     if best:
         f["harness_best"] = best
-        f["ratio_medtune_over_harness_best"] = rows["medtune"][0] / rows[best][0]
-        f["ratio_medtune_over_harness_bs1"] = rows["medtune"][0] / rows[harness_rows[0]][0]
-        print(f"ratio medtune / harness best ({best}): {f['ratio_medtune_over_harness_best']:.2f}x; "
-              f"medtune / {harness_rows[0]}: {f['ratio_medtune_over_harness_bs1']:.2f}x")
+        for mine in [k for k in rows if k.startswith("medtune")]:
+            tag = "" if mine == "medtune" else "_bf16_check"
+            f[f"ratio_medtune{tag}_over_harness_best"] = rows[mine][0] / rows[best][0]
+            f[f"ratio_medtune{tag}_over_harness_bs1"] = rows[mine][0] / rows[harness_rows[0]][0]
+            print(f"ratio {mine} / harness best ({best}): {rows[mine][0] / rows[best][0]:.2f}x; "
+                  f"{mine} / {harness_rows[0]}: {rows[mine][0] / rows[harness_rows[0]][0]:.2f}x")
     if "baseline" in rows:
         f["ratio"] = rows["medtune"][0] / rows["baseline"][0]
         print(f"ratio medtune / baseline: {f['ratio']:.2f}x")
@@ -321,6 +346,12 @@ def logit_gap(cm, conversation, prefix: list[int]) -> float:
     return float(top[0] - top[1])
 
 
+def _norm_preds(scores, requests):
+    from medtune.eval import scoring
+
+    return [scoring.choose(sc, r.continuations, normalise=True) for sc, r in zip(scores, requests)]
+
+
 def _row(speed, scores, gold):
     from medtune.eval import scoring
 
@@ -393,11 +424,12 @@ def scored_flops(model, tok, requests, scoring) -> float:
     return total
 
 
-def matmul_rate(seconds: float = 2.0) -> float:
-    """Best fp32 FLOP/s of a (4096 x 576) @ (576 x 1536) product over a few rounds (a decoder MLP's shape)."""
+def matmul_rate(seconds: float = 2.0, dtype=None) -> float:
+    """Best FLOP/s (fp32 unless `dtype`) of a (4096 x 576) @ (576 x 1536) product over a few rounds (a decoder
+    MLP's shape)."""
     import torch
 
-    a, b = torch.randn(4096, 576), torch.randn(576, 1536)
+    a, b = torch.randn(4096, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
     flop = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     best = 0.0
     end = time.perf_counter() + seconds

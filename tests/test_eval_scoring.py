@@ -91,6 +91,58 @@ def test_fast_path_without_logits_to_keep_gives_the_same_scores(monkeypatch):
         assert a == pytest.approx(b, abs=1e-5)
 
 
+def checked_requests(tok):
+    many = [scoring.Request("Chest pain. Best first step:", [" call an ambulance", " rest", " wait"]),
+            scoring.Request("Fever in a newborn:", [" urgent review", " wait"])]
+    return one_token_requests(tok) * 3 + many
+
+
+def _decisions(scores, reqs):
+    return ([scoring.choose(s) for s in scores],
+            [scoring.choose(s, r.continuations, normalise=True) for s, r in zip(scores, reqs)])
+
+
+def test_bf16_with_the_fp32_check_keeps_every_fp32_decision():
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=64).float().eval()
+    reqs = checked_requests(tok)
+    exact = scoring.loglik_scores(model, tok, reqs, batch_size=4)
+    scores, check = scoring.loglik_checked(model, scoring.bf16_copy(model), tok, reqs, batch_size=4, calibration=6)
+    assert _decisions(scores, reqs) == _decisions(exact, reqs)
+    assert check.calibration_items == 6 and 0 < check.max_error < 1 and check.margin >= max(0.25, 2 * check.max_error)
+    assert next(model.parameters()).dtype == torch.float32  # the fp32 model is left as it was
+    # an item kept from the bf16 pass leads by at least the margin; a re-scored one carries fp32's scores
+    for s, e, r in zip(scores, exact, reqs):
+        top = sorted(s, reverse=True)
+        if s != pytest.approx(e, abs=1e-4):
+            assert top[0] - top[1] >= check.margin
+
+
+def test_the_margin_decides_what_is_re_scored():
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=64).float().eval()
+    reqs = checked_requests(tok)
+    fast = scoring.bf16_copy(model)
+    exact = scoring.loglik_scores(model, tok, reqs, batch_size=4)
+    every, check = scoring.loglik_checked(model, fast, tok, reqs, calibration=2, min_margin=1e9)
+    assert check.rechecked == len(reqs) - 2
+    for a, b in zip(every, exact):
+        assert a == pytest.approx(b, abs=1e-4)
+    bare, check = scoring.loglik_checked(model, fast, tok, reqs, calibration=0, min_margin=0.0, safety=0.0)
+    assert check.rechecked == 0 and check.calibration_items == 0
+    assert max(abs(x - y) for a, b in zip(bare, exact) for x, y in zip(a, b)) > 1e-3  # bf16 really scored these
+
+
+@pytest.mark.parametrize("precision,expected", [("bf16", "bf16 with fp32 re-check"), ("fp32", "float32"),
+                                                ("auto", "float32")])  # auto: the fixtures have under 100 items
+def test_eval_records_the_precision_it_scored_in(tiny_model, tmp_path, precision, expected):
+    s = runner.EvalSettings(tasks=["mcq"], data_dir=str(FIXTURES), precision=precision)
+    r = json.loads((runner.evaluate(str(tiny_model), s, str(tmp_path / "ev")) / "results.json").read_text())
+    assert r["tasks"]["mcq"]["precision"]["precision"] == expected
+    if precision == "bf16":
+        assert r["tasks"]["mcq"]["precision"]["rechecked"] + r["tasks"]["mcq"]["precision"]["calibration_items"] <= r["tasks"]["mcq"]["n"]
+
+
 @pytest.mark.parametrize("text,labels,expected", [
     ("The answer is C.", "ABCD", 2), ("C. Metformin", "ABCD", 2), ("答案：C", "ABCD", 2), ("Answer: (B)", "ABCD", 1),
     ("选B，因为……", "ABCD", 1), ("b) the liver", "ABCD", 1), ("The correct option is D", "ABCD", 3),

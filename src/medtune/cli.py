@@ -452,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=settings("seed"), default=0)
     e.add_argument("--mode", default="loglik", choices=["loglik", "generate"], help="log-likelihood of each choice (default) or chat generation + answer extraction")
     e.add_argument("--batch-size", type=settings("batch_size"), default=8)
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="loglik scoring of an fp32 model: bf16 forward with every close decision re-scored in fp32, "
+                   "so predictions stay fp32's (auto, the default: on a CPU with native bf16 and 100+ items; "
+                   "docs/eval.md)")
     e.add_argument("--max-new-tokens", type=settings("max_new_tokens"), default=32, help="generate mode (default 32)")
     e.add_argument("--generate-batch-size", type=settings("generate_batch_size"), default=16, help="generate mode and --health: replies generated together (default 16)")
     e.add_argument("--general-text", action="append", metavar="FILE", help="perplexity on a general text file (repeatable)")

@@ -14,6 +14,10 @@ a log-softmax over every position is memory-bound). Otherwise the batch runs lef
 first token of every choice is read off the last position, and only choices longer than one token run a second,
 small forward over their remaining tokens on the cached context. `loglik_reference` is the
 one-forward-per-(context, choice) baseline both must equal (docs/eval.md: what was measured and kept).
+
+On a CPU with native bf16 (`loglik_checked`), a bf16 copy scores every item and fp32 re-scores a calibration
+sample and every item whose decision is closer than twice the largest bf16 error seen there, so acc and
+acc_norm stay fp32's.
 """
 
 from __future__ import annotations
@@ -229,6 +233,103 @@ def _rest_of_choices(model, cache, ctx_mask, rows, encoded, results, pad, device
     logp = torch.log_softmax(out.logits.float(), -1)
     for r, ((_, i, j), tgt) in enumerate(zip(rows, targets)):
         results[i][j] += logp[r, torch.arange(len(tgt), device=device), torch.tensor(tgt, device=device)].sum().item()
+
+
+# ------------------------------------------------------------------------------------ bf16 with an fp32 check
+
+
+def native_bf16_cpu() -> bool:
+    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there a bf16 forward is faster than fp32;
+    elsewhere it is emulated and slower."""
+    try:
+        flags = " ".join(line for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags"))
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def bf16_copy(model):
+    """A bf16 copy of an fp32 model, for `loglik_checked`'s fast pass (the fp32 model stays as it is)."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
+
+
+@dataclass
+class Check:
+    """How `loglik_checked` kept bf16's decisions equal to fp32's: the calibration items scored both ways, the
+    largest bf16 error seen on them (on the difference between two choices, and on that difference per byte for
+    acc_norm), the margins below which a decision was re-scored in fp32, and how many items were re-scored."""
+
+    calibration_items: int
+    max_error: float
+    max_error_per_byte: float
+    margin: float
+    margin_per_byte: float
+    rechecked: int
+
+    def as_dict(self) -> dict:
+        return {"precision": "bf16 with fp32 re-check", **{k: round(v, 4) if isinstance(v, float) else v
+                                                          for k, v in vars(self).items()}}
+
+
+def _gaps(scores: list[float], norm: list[float]) -> tuple[float, float]:
+    def gap(x):
+        top = sorted(x, reverse=True)
+        return top[0] - top[1] if len(top) > 1 else math.inf
+    return gap(scores), gap(norm)
+
+
+def loglik_checked(model, fast_model, tokenizer, requests: list[Request], *, batch_size: int = 8, progress=None,
+                   encoded=None, calibration: int = 16, min_margin: float = 0.25, safety: float = 2.0,
+                   seed: int = 0) -> tuple[list[list[float]], Check]:
+    """`loglik_scores` with `fast_model` (a bf16 copy) and the fp32 `model` as a check, so that every decision,
+    acc and acc_norm, is the one fp32 makes:
+
+    1. every item is scored by the fast model;
+    2. `calibration` items, drawn with `seed`, are scored by fp32 too; the largest error of the fast model on the
+       gap between two choices (and on that gap per byte) sets the margin: `safety` times that error, at least
+       `min_margin` nats;
+    3. every item whose best choice leads the next by less than the margin (raw, or per byte for acc_norm) is
+       re-scored in fp32, and its fp32 scores are kept.
+
+    A decision can still differ only if the fast model's error on an item exceeds `safety` times the largest
+    error seen on the calibration sample; bench/eval_throughput.py counts such items against a full fp32 run.
+    The scores of items not re-scored are bf16's (within the error above of fp32's)."""
+    encoded = encoded if encoded is not None else encode_requests(tokenizer, requests)
+    scores = loglik_scores(fast_model, tokenizer, requests, batch_size=batch_size, progress=progress, encoded=encoded)
+    nbytes = [[max(1, len(c.encode("utf-8"))) for c in r.continuations] for r in requests]
+    calib = sorted(random.Random(seed).sample(range(len(requests)), min(calibration, len(requests))))
+    exact = _exact(model, tokenizer, requests, encoded, calib, batch_size)
+    err = err_byte = 0.0
+    for i in calib:
+        fast, true = scores[i], exact[i]
+        for a in range(len(fast)):
+            for b in range(a + 1, len(fast)):
+                e = abs((fast[a] - fast[b]) - (true[a] - true[b]))
+                e_byte = abs((fast[a] / nbytes[i][a] - fast[b] / nbytes[i][b]) - (true[a] / nbytes[i][a] - true[b] / nbytes[i][b]))
+                err, err_byte = max(err, e), max(err_byte, e_byte)
+    longest = max((max(n) for n in nbytes), default=1)
+    margin, margin_byte = max(min_margin, safety * err), max(min_margin / longest, safety * err_byte)
+    close = []
+    for i in range(len(requests)):
+        gap, gap_byte = _gaps(scores[i], [s / n for s, n in zip(scores[i], nbytes[i])])
+        if i not in exact and (gap < margin or gap_byte < margin_byte):
+            close.append(i)
+    exact.update(_exact(model, tokenizer, requests, encoded, close, batch_size))
+    for i, sc in exact.items():
+        scores[i] = sc
+    return scores, Check(len(calib), err, err_byte, margin, margin_byte, len(close))
+
+
+def _exact(model, tokenizer, requests, encoded, indices: list[int], batch_size: int) -> dict[int, list[float]]:
+    if not indices:
+        return {}
+    sub = loglik_scores(model, tokenizer, [requests[i] for i in indices], batch_size=batch_size,
+                        encoded=[encoded[i] for i in indices])
+    return dict(zip(indices, sub))
 
 
 def choose(scores: list[float], continuations: list[str] | None = None, *, normalise: bool = False) -> int:
