@@ -183,6 +183,34 @@ def is_valid_tw_id(s: str) -> bool:
     return sum(d * w for d, w in zip(digits, (1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1))) % 10 == 0
 
 
+def is_valid_hkid(s: str) -> bool:
+    """Hong Kong identity card: 1-2 letters, 6 digits, check character (0-9 or A) by weighted sum mod 11."""
+    m = re.fullmatch(r"([A-Z]{1,2})(\d{6})\s?[(（]?([0-9A])[)）]?", s.upper())
+    if not m:
+        return False
+    head = m.group(1).rjust(2)
+    vals = [36 if c == " " else ord(c) - 55 for c in head] + [int(c) for c in m.group(2)]
+    total = sum(v * w for v, w in zip(vals, range(9, 1, -1)))
+    check = (11 - total % 11) % 11
+    return m.group(3) == ("A" if check == 10 else str(check))
+
+
+def is_valid_iban(s: str) -> bool:
+    """IBAN: country, 2 check digits, 11-30 letters/digits; the ISO 13616 mod-97 check is 1."""
+    t = re.sub(r"[\s-]", "", s).upper()
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", t):
+        return False
+    return int("".join(str(int(c, 36)) for c in t[4:] + t[:4])) % 97 == 1
+
+
+def is_valid_au_medicare(s: str) -> bool:
+    """Australian Medicare card: 10 digits (and an optional issue number), first 2-6, weighted check digit 9th."""
+    d = _digits(s)
+    if len(d) not in (10, 11) or d[0] not in "23456":
+        return False
+    return sum(int(c) * w for c, w in zip(d[:8], (1, 3, 7, 9, 1, 3, 7, 9))) % 10 == int(d[8])
+
+
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
@@ -207,13 +235,13 @@ _DATE = (
     rf"|{_MON},?\s*{_Y4}(?!\d)"  # March 1984
     rf"|{_Y4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)"  # 19840312
     rf"|[〇零一二三四五六七八九]{{4}}\s*年\s*[一二三四五六七八九十]{{1,2}}\s*月(?:\s*[一二三四五六七八九十]{{1,3}}\s*[日号])?"
-    r"|民[國国]\s*\d{1,3}\s*年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)"  # 一九八四年三月十二日, 民國68年5月12日
+    r"|(?:中華|中华)?民[國国]\s*\d{1,3}\s*年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)"  # 一九八四年三月十二日, 民國68年5月12日
 )
 
 # Identifier after a keyword: an optional upper-case prefix word, then tokens holding a digit, joined by
 # - . / or by a space before a 3-5 digit group ("123 4567").
-_VALUE = (r"(?P<v>(?:(?-i:[A-Z]{1,5})[ /-])?[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*"
-          r"(?: \d{3,5}(?![A-Za-z0-9-]))*(?: \d(?![\w-])(?!\.\d)(?!\s+[A-Za-z]))?(?:[ -](?-i:[A-Z]{1,2})(?![A-Za-z0-9]))?)")
+_VALUE = (r"(?P<v>(?:(?-i:[A-Z]{1,5})(?:[ /-]|\.(?=\d))){0,2}[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-./][A-Za-z0-9]+)*"
+          r"(?: \d{3,5}(?![A-Za-z0-9-]))*(?: \d{1,2}(?![\w-])(?!\.\d)(?!\s+[A-Za-z]))?(?:[ -](?-i:[A-Z]{1,2})(?![A-Za-z0-9]))?)")
 _FILL = r"(?:\s*(?:\(\s*)?(?:#|no\.?|nr\.?|num(?:ber)?\.?|id)?(?:\s*\))?\s*[:：#=\-–]?\s*(?:is\s+|was\s+|为|是)?\s*)"
 _FILL_CN = r"(?:\s*(?:No\.?\s*)?(?:[(（][A-Za-z]{1,4}[)）])?\s*[:：#=]?\s*(?:为|是)?\s*)"
 
@@ -223,12 +251,12 @@ _MRN_KW = (r"(?:\b(?:MRN|M\.R\.N\.?|MR\s*#|UR\s*(?:number|no\.?)|hosp\.?\s*(?:nu
            r"(?:medical|hospital|health)\s+record(?:\s+(?:number|no\.?|#))?|med\s*rec(?:ord)?\s*(?:no\.?|#)|"
            r"record\s+(?:number|no\.?)|(?:patient|pt\.?)\s+(?:ID|identifier|number|no\.?|#)|"
            r"hospital\s+(?:number|no\.?|ID|#)|chart\s*(?:#|number|no\.?)|case\s+(?:number|no\.?)|"
-           r"admission\s+(?:number|no\.?)|encounter\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|"
+           r"admission\s+(?:number|no\.?)|enc(?:ounter)?\.?\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|UR(?=\s*[:#]?\s*\d)|HN\s*(?:no\.?|number|#)|"
            r"CR\s*(?:no\.?|number|#)|IP\s*(?:no\.?|number|#)|OP\s*(?:no\.?|number|#)|IPD\s*(?:no\.?|#)|OPD\s*(?:no\.?|#)|"
            r"acct/MRN|case\s+ID|visit\s+(?:number|no\.?|ID)|FIN)"
            rf"{_KW_END}{_FILL}"
            r"|(?:病历号码|病历编号|病历号|病案号码|病案号|住院号码|住院号|住院ID|门诊号码|门诊号|门诊ID|就诊号|就诊卡号|"
-           r"就诊ID|诊疗卡号|登记号|病人ID|患者ID|患者编号|病人编号|ID号|病歷號碼|病歷號|病歷编号|住院號|門診號|病案號|就診號)"
+           r"就诊ID|诊疗卡号|登记号|病人ID|患者ID|患者编号|病人编号|ID号|病歷號碼|病歷號|病歷编号|住院號|門診號|病案號|就診號|急诊号|急診號|急诊编号|急診編號|HN號碼|HN号码|HN號|HN号)"
            rf"{_FILL_CN})")
 # bare "insurance", "policy", "Medicare" only before a colon: "insurance 2023 renewal" has no number
 _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\s*" + _NUM_WORD + r"|"
@@ -238,8 +266,12 @@ _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\
            r"(?:medicare|medicaid|health)\s+card|beneficiary\s+(?:ID|number)|health\s+plan\s+" + _NUM_WORD + r"|"
            r"(?:medicare\s+)?MBI|medicaid\s+(?:ID|number|no\.?|#)|(?:BC\s+)?PHN|personal\s+health\s+number|OHIP(?:\s+" + _NUM_WORD + r")?|"
            r"RAMQ|MSP|health\s+card(?:\s+" + _NUM_WORD + r")?|DVA(?:\s+file)?(?:\s+" + _NUM_WORD + r")?|"
-           r"policy\s+(?:ID|no\.?)|TPA\s+(?:ID|card|no\.?)|ABHA(?:\s+" + _NUM_WORD + r")?|ESIC?(?:\s+" + _NUM_WORD + r")?|"
-           r"claim\s+" + _NUM_WORD + r"|insurance\s+ID|IHI)"
+           r"policy\s+(?:ID|no\.?)|TPA\s+(?:ID|card|no\.?)|ESIC?(?:\s+" + _NUM_WORD + r")?|"
+           r"claim\s+" + _NUM_WORD + r"|insurance\s+ID|EHIC|GHIC|(?:EHIC/)?GHIC\s+card|EHIC\s+card|"
+           r"DVA\s+(?:gold|white|orange)\s+card(?:\s+" + _NUM_WORD + r")?|HCN|health\s+number|"
+           r"NDIS(?:\s+" + _NUM_WORD + r")?|participant\s+(?:number|no\.?|#|ID)|"
+           r"Ayushman(?:\s+Bharat)?(?:\s+card)?(?:\s+" + _NUM_WORD + r")?|PM-?JAY(?:\s+" + _NUM_WORD + r")?|"
+           r"CGHS(?:\s+card)?(?:\s+" + _NUM_WORD + r")?|medicare(?=\s+\d))"
            rf"{_KW_END}{_FILL}"
            r"|(?:医保卡号|医保号|医保卡|醫保卡號|医疗保险号|社保卡号|社保号|社会保障卡号|保险单号|保单号|保险号|新农合证号|新农合号|参保号|"
            r"健保卡號|健保卡号|健保號|保險單號|保單號|商业保险号|合作医疗证号)"
@@ -247,10 +279,12 @@ _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\
 _DOB_KW = (r"(?:\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+(?:on|in))?(?:\s+the)?|b\.(?=\s*(?:\d|[A-Z][a-z]{2}))|"
            r"(?:date\s+of\s+|)(?:admission|discharge|death)(?:\s+date)?|admitted(?:\s+(?:on|in))?|"
            r"discharged(?:\s+(?:home|on|in))*|died(?:\s+(?:on|in))?|deceased|DOD|expired(?:\s+on)?|"
-           r"pronounced\s+dead(?:\s+(?:on|at))?|DOA)(?![A-Za-z])"
-           r"\s*(?:\([^)\n]{0,16}\))?[\s:：,=(\-–]*(?:is\s+|was\s+|on\s+)?"
+           r"pronounced\s+dead(?:\s+(?:on|at))?|DOA|d/c(?:\s+date)?|time\s+of\s+death|TOD)(?![A-Za-z])"
+           r"\s*(?:\([^)\n]{0,16}\))?[\s:：,=(\-–]*(?:is\s+|was\s+|on\s+|at\s+)?"
+           r"(?:\d{1,2}[:.h]\d{2}(?:\s*(?:am|pm|hrs?|h))?\s*(?:on\s+|,\s*)?)?"
            r"|(?:出生日期|出生年月日|出生年月|出生时间|出生時間|生日|出生于|出生於|出生在|生于|生於|出生(?=\s*[:：])|"
-           r"(?:入院|出院|死亡|入院就诊|手术)(?:日期|时间|時間)|死亡于|死亡於|入院于|出院于|卒于)[\s:：]*(?:为|是)?\s*)")
+           r"(?:入院|出院|死亡|入院就诊|手术)(?:日期|时间|時間)|死亡于|死亡於|入院于|出院于|卒于|(?:入院|出院|死亡)(?=\s*[:：]))"
+           r"[\s:：]*(?:为|是)?\s*)")
 
 # English street address: number, 1-4 capitalised words (or 5th, 42nd), a street type.
 _STREET_TYPES = (r"(?:Street|St|Road|Rd|Avenue|Ave|Av|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
@@ -273,6 +307,8 @@ _ADDR_START = re.compile(r"(?:\d|#|(?:flat|apt|apartment|unit|suite|studio|h\.?\
                          r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
 _SENTENCE_STOP = re.compile(r"(?<!Apt)(?<!Ste)(?<!St)(?<!Rd)(?<!No)(?<!Dr)(?<!Ave)(?<!Ln)(?<!Blvd)(?<!Bldg)"
                             r"[.;:!?](?:\s|$)|[：；。]")
+_NOT_ADDR_START = re.compile(
+    rf"{_DATE}|\b\d{{1,3}}\s*(?:y/?o|yrs?|years?(?:\s+old)?|[MF])\b|\baged?\s+\d{{1,3}}\b|,\s*\d{{2,3}}\s*,", _FI)
 _NOT_CITY = frozenset("Batch Lot Order Ref Code Room Ward Bed Version Build Serial Account Policy Card Patient Chart "
                       "Tel Phone Fax Mobile Call Record Number No Id Claim Member Group Case Visit Item".split())
 _CITY = r",\s*(?:St\.\s+)?[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
@@ -318,7 +354,7 @@ _CN_ADDR = (
     r"(?:(?<=[楼樓栋棟幢座元层層])[0-9]{1,5}(?:室|号|號|房)?)?"
 )
 # a Chinese address with its postcode: province, then up to 30 characters, then 6 digits ("...b座 463608")
-_CN_POSTAL_ADDR = rf"(?:{_PROVINCES})[{_HAN}A-Za-z0-9]{{2,30}}?\s?[1-8]\d{{5}}(?!\d)"
+_CN_POSTAL_ADDR = rf"(?:{_PROVINCES})[{_HAN}A-Za-z0-9]{{2,30}}?\s?(?<![A-Za-z])[1-8]\d{{5}}(?![\d(（])"
 _CN_LEAD = re.compile(rf"^(?:.*?(?:{'|'.join(_CN_TRIGGERS)}))?[在于於：:\s]*")
 _CN_PROVINCE_RE = re.compile(_PROVINCES)
 
@@ -366,7 +402,8 @@ def _nhs_spaced(m: re.Match, text: str) -> tuple[int, int] | None:
 def _id_keyword(m: re.Match, text: str) -> tuple[int, int] | None:
     """After an ID keyword the shape is enough (a typo in the check digit is still an ID number)."""
     v = m.group("v")
-    return m.span("v") if sum(c.isdigit() for c in v) >= 5 else None
+    digits = sum(c.isdigit() for c in v)
+    return m.span("v") if digits >= 5 or (digits >= 4 and sum(c.isalnum() for c in v) >= 8) else None
 
 
 def _date_ok(s: str) -> bool:
@@ -374,6 +411,8 @@ def _date_ok(s: str) -> bool:
     if re.search(r"[A-Za-z〇零一二三四五六七八九民]", s):
         return True  # month names, Chinese numerals, 民國 years: the pattern bounds day and year
     nums = re.findall(r"\d+", s)
+    if len(nums) == 3 and len(nums[0]) == 3:  # ROC year: 113/03/05
+        return _valid_date(int(nums[0]) + 1911, int(nums[1]), int(nums[2]), past=False)
     if len(nums) == 1:  # 19840312
         nums = [nums[0][:4], nums[0][4:6], nums[0][6:]]
     a, b, c = (int(x) for x in (nums + ["1"])[:3])  # 1984年3月: day 1
@@ -418,6 +457,8 @@ def _postal_address(m: re.Match, text: str) -> tuple[int, int] | None:
     pre_start = lo
     for stop in _SENTENCE_STOP.finditer(text, lo, m.start()):
         pre_start = stop.end()
+    for stop in _NOT_ADDR_START.finditer(text, pre_start, m.start()):
+        pre_start = stop.end()  # a date or an age is not where the address starts
     words = list(re.finditer(r"\S+", text[pre_start:m.start()]))[-12:]
     start = m.start("city")
     for tok in words:
@@ -428,6 +469,8 @@ def _postal_address(m: re.Match, text: str) -> tuple[int, int] | None:
                 continue
             start = at
             break
+    if start == m.start("city") and re.search(r"\d{3}[ \t]\d{3}$", m.group()) and not text[:start].rstrip().endswith(","):
+        return None  # "Samaritans 116 123": a 3+3 digit PIN alone after a word is more often a number
     return start, m.end()
 
 
@@ -511,6 +554,10 @@ def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
     s = m.group().rstrip(" .-/")
     if _DOTTED_QUAD.fullmatch(s) or _SSN_LAYOUT.fullmatch(s):
         return None  # an IPv4 address; the SSN layout ddd-dd-dddd
+    if (d := _DATE_RE.match(s)) and (d.end() == len(s) or not s[d.end()].isdigit()):
+        return None  # a date, then its hour: "2024-04-02 14:30"
+    if re.fullmatch(r"\d+(?:-\d+)+", s) and len(s) - s.rfind("-") <= 3:
+        return None  # a dashed code with a last group of 1-2 digits: NDC 0406-0552-01, REF 5998-10-02
     while s:
         digits = _digits(s)
         if len(digits) < 7:
@@ -725,50 +772,71 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ID", re.compile(r"(?<![\w-])\d{3} \d{3} \d{4}(?![\w-])", _F), _nhs_spaced, None),
     ("ID", re.compile(r"(?<![\w-])[2-9]\d{3}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?![\w-])", _F), _aadhaar, None),
     ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z][1289]\d{8}(?![A-Za-z0-9])", _F), _tw_id, None),
+    ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,2}\d{6}\s?[(（][0-9A][)）]", _F),
+     lambda m, t: m.span() if is_valid_hkid(m.group()) else None, ("(", "（")),
+    # India's PAN: 3 letters, the holder-type letter, a letter, 4 digits, a letter
+    ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z](?![A-Za-z0-9])", _F), _whole, None),
     ("ID", re.compile(r"(?:\b(?:SSN|SS#|social\s+security(?:\s+(?:number|no\.?|#))?|NHS(?:\s+(?:number|no\.?|#))?|"
                       r"CHI(?:\s+(?:number|no\.?))|national\s+ID(?:\s+(?:number|no\.?|#))?|NI\s+(?:number|no\.?)|"
                       r"national\s+insurance(?:\s+(?:number|no\.?))?|NINO|SIN|social\s+insurance(?:\s+(?:number|no\.?))?|"
-                      r"Aadhaa?r(?:\s+(?:number|no\.?|card))?|UID|PAN|"
+                      r"Aadhaa?r(?:\s+(?:number|no\.?|card))?|UID|PAN|TFN|tax\s+file\s+(?:number|no\.?)|"
+                      r"(?:Centrelink\s+)?CRN|IHI|ABHA(?:\s+(?:number|no\.?|card|ID))?|HKID(?:\s+(?:number|no\.?))?|"
                       r"ID\s+card(?:\s+(?:number|no\.?|#))?|identity\s+card(?:\s+(?:number|no\.?))?|"
                       r"passport(?:\s+(?:number|no\.?|#))?|(?:travel\s+)?permit(?:\s+(?:number|no\.?))?)"
                       r"(?:(?<=#)|(?![A-Za-z]))\s*[:：#=]?\s*(?:is\s+)?"
                       r"|(?:公民身份号码|身份证号码|身份证号|身份证|身分證字號|身分證號|身分證|身份證號碼|身份證|护照号码|护照号|護照號碼|"
+                      r"居留證號碼?|居留证号码?|居留證|居留证|香港身份證號碼?|香港身份证号码?|"
                       r"港澳通行证号?|往来港澳通行证号?|回乡证号?|回鄉證號?|往来内地通行证号?|台胞证号?|军官证号|证件号码|证件号)"
                       r"[\s:：]*(?:为|是)?\s*)"
-                      r"(?P<v>\d{6} ?\d{8} ?\d{3}[\dXx]|\d{4}(?: \d{4}){3} \d[\dXx]|\d{15}|\d{4}[ -]?\d{4}[ -]?\d{4}"
+                      r"(?P<v>(?-i:[A-Z]{1,2})\d{6}\s?[(（][0-9A][)）]|\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}|\d{2}-\d{4}-\d{4}-\d{4}"
+                      r"|\d{3}[- ]?\d{3}[- ]?\d{3}(?-i:[A-Z])|\d{6} ?\d{8} ?\d{3}[\dXx]|\d{4}(?: \d{4}){3} \d[\dXx]|\d{15}|\d{4}[ -]?\d{4}[ -]?\d{4}"
                       r"|\d{3}[- ]?\d{2}[- ]?\d{4}|\d{3}[- ]?\d{3}[- ]?\d{3,4}|(?-i:[A-Z]{2})\s?\d{6}\s?(?-i:[A-Z])|(?-i:[A-Z]{2})(?: \d\d){3} (?-i:[A-Z])"
                       r"|(?-i:[A-Z]{1,2})\d{6,10}|(?-i:[A-Z]{5})\d{4}(?-i:[A-Z])|\d{8,12})(?![A-Za-z0-9])", _FI),
      _id_keyword, None),
     # -- MRN, INSURANCE, DATE, AGE: keyword then value
     ("MRN", re.compile(_MRN_KW + _VALUE, _FI), _keyword_value, None),
     ("INSURANCE", re.compile(_INS_KW + r"(?:(?-i:[A-Z][A-Za-z]+)\s+)?" + _VALUE, _FI), _keyword_value, None),
-    ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE})", _FI), _dob, None),
-    ("DATE", re.compile(rf"(?P<v>{_DATE})\s*(?:出生|生人|入院|出院|死亡|去世|逝世|病逝|生(?=[，,。；;、\s)）]|$))", _FI), _dob,
+    ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE}|(?<!\d)1[01]\d/{_M}/{_D}(?!\d))", _FI), _dob, None),
+    # a date before its event, an hour between them allowed; before a death also a few words ("经抢救无效")
+    ("DATE", re.compile(rf"(?P<v>{_DATE})\s*(?:\d{{1,2}}\s*[时時点點:：]\s*(?:\d{{1,2}}\s*分?)?\s*)?"
+                        rf"(?:出生|生人|入院|出院|(?:[{_HAN}]{{0,8}}?(?:死亡|去世|逝世|病逝))|生(?=[，,。；;、\s)）]|$))", _FI), _dob,
      ("生", "院", "死", "世", "逝")),
-    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>\d{2,3})(?![\d.%])"
+    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>\d{2,3})(?![\d%]|\.\d)"
                        r"|(?P<v2>\d{2,3})(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
-                       r"|\s*years?\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲))", _FI),
-     lambda m, t: _age_either(m), None),
+                       r"|\s*(?:years?|yrs?)\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲))"
+                       # age and sex: "94F", "92/M", "91 M," (not a temperature: "T 101F")
+                       r"|(?<![\w.])(?P<v3>\d{2,3})(?=\s?/?\s?(?-i:[MF])(?![\w°]))", _FI),
+     lambda m, t: _age_either(m, t), None),
     # -- ACCOUNT
+    ("ACCOUNT", re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _F),
+     lambda m, t: m.span() if is_valid_iban(m.group()) else None, None),
     ("ACCOUNT", re.compile(r"(?<![\w-])\d{4}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}(?![\w-])"
                            r"|(?<![\w-])3[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\w-])", _F), _card, None),
     ("ACCOUNT", re.compile(r"(?:\b(?:(?:bank\s+)?account(?:\s+(?:number|no\.?|#))?|acct\.?(?:\s*(?:no\.?|#))?|A/C(?:\s*no\.?)?|"
                            r"IBAN|card(?:\s+(?:number|no\.?|on\s+file))?|visa|mastercard|amex|maestro|credit\s+card|debit\s+card)(?![A-Za-z])" + _CODE_FILL +
-                           r"|(?:银行卡号|銀行卡號|银行账号|銀行帳號|银行账户|账号|帳號|账户|帳戶|卡号|卡號|退费账户)[\s:：]*)"
+                           rf"|(?:银行卡号|銀行卡號|银行账号|銀行帳號|银行账户|账号|帳號|账户|帳戶|(?<![保险險])卡号|(?<![保险險])卡號|退费账户)[\s:：]*"
+                           rf"(?:[{_HAN}]{{2,8}}\s*)?)"
                            r"(?P<v>(?-i:[A-Z]{2}\d{2})?[0-9][0-9 -]{6,30}[0-9])(?![\w-])", _FI), _keyword_value, None),
     # -- LICENSE, VEHICLE, DEVICE: keyword then code
     ("LICENSE", re.compile(r"(?:\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|DL|licen[cs]e|NPI|DEA|GMC|NMC|CPSO|"
-                           r"AHPRA|(?:medical\s+|professional\s+)?(?:registration|reg\.?)(?=\s*(?:number|no\b|#))|medical\s+council|board\s+certification)"
+                           r"AHPRA|prov(?:ider)?\.?\s*(?:number|no\.?|#)|(?:medical\s+|professional\s+)?(?:registration|reg\.?)(?=\s*(?:number|no\b|#))|medical\s+council|board\s+certification)"
                            r"(?:\s+(?:number|no\.?|#|ID))?(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
                            r"|(?:医师执业证书编码|醫師執業證書編碼|执业证书编码|执业证书号|执业证号|執業證號|资格证书编号|资格证号|"
-                           r"驾驶证号码|驾驶证号|驾驶证|駕照號碼|駕照|驾照号|护士执业证号)[\s:：]*)" + _VALUE_CODE, _FI),
+                           r"驾驶证号码|驾驶证号|驾驶证|駕照號碼|駕照|驾照号|护士执业证号|註冊編號|注册编号|醫師證書|医师证书|醫師證號|醫師證書字號)[\s:：]*"
+                           rf"(?:[{_HAN}]{{1,2}}字第)?)" + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(r"(?:\b(?:(?:licen[cs]e\s+|number\s+|registration\s+)?plate(?:\s+(?:number|no\.?|#))?|"
                            r"vehicle(?:\s+(?:reg(?:istration)?|number|no\.?|#|plate|ID))*|(?:reg(?:istration)?\.?)(?!\s*(?:number|no\b|#))|"
-                           r"rego|VIN|tag\s+(?:number|no\.?|#))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
-                           r"|(?:车牌号码|车牌号|車牌號碼|車牌號|车牌|車牌|车号|車號|车辆识别代号)[\s:：]*)" + _VALUE_CODE, _FI),
+                           r"rego|VIN|tag)(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
+                           r"|(?:车牌号码|车牌号|車牌號碼|車牌號|车牌|車牌|车号|車號|车辆识别代号|自用車|自用车|機車|机车|汽車|汽车)[\s:：]*)"
+                           + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(_CN_PLATE, _F), _whole, None),
+    # Medicare (Australia, check digit) and Ontario health card with its version code, without a keyword
+    ("INSURANCE", re.compile(r"(?<![\w-])[2-6]\d{3} ?\d{5} ?\d(?: ?\d(?![\w-]))?(?![\w-])", _F),
+     lambda m, t: m.span() if is_valid_au_medicare(m.group()) else None, None),
+    ("INSURANCE", re.compile(r"(?<![\w-])\d{4}[ -]\d{3}[ -]\d{3}[ -][A-Z]{2}(?![\w-])", _F),
+     lambda m, t: m.span() if luhn_ok(_digits(m.group())) else None, None),
     ("DEVICE", re.compile(r"(?:\b(?:serial(?:\s+(?:number|no\.?|#))?|S/N|SN|device(?:\s+(?:ID|serial|number|no\.?|#))+|"
                           r"IMEI|UDI|model\s+and\s+serial|implant\s+(?:ID|number|no\.?))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
                           r"|(?:序列号|序列號|序号|序號|设备编号|設備編號|设备号|器械编号|机身号|IMEI)[\s:：]*)" + _VALUE_CODE, _FI),
@@ -777,7 +845,8 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ADDRESS", re.compile(_EN_STREET, _F), _street, None),
     ("ADDRESS", re.compile(r"\bP\.?\s?O\.?\s+Box\s+\d{1,6}\b", _FI), _whole, None),
     ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9]){_UK_PC}(?![A-Za-z0-9])", _F), _whole, None),
-    ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9]){_CA_PC}(?![A-Za-z0-9])", _F), _whole, None),
+    ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9])(?!E[1-4] ?V[1-5] ?M[1-6])(?!E[1-4]V[1-5]M[1-6]){_CA_PC}(?![A-Za-z0-9])", _F),
+     _whole, None),
     ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
      _whole, None),
     ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole, None),
@@ -887,8 +956,13 @@ _SSN_LAYOUT = re.compile(r"\d{3}-\d{2}-\d{4}")
 _EXTENSION = re.compile(r"\s*(?:(?:ext\.?|extension|转|轉|分机)\s*|x)\d{1,5}(?!\d)", _FI)  # "ext. 12", "x12", "转801"
 
 
-def _age_either(m: re.Match) -> tuple[int, int] | None:
-    g = "v" if m.group("v") is not None else "v2"
+_TEMPERATURE = re.compile(r"(?:\btemp(?:erature)?|\bT(?:max)?|fever|febrile|pyrexia|°)\W{0,3}$", re.IGNORECASE)
+
+
+def _age_either(m: re.Match, text: str) -> tuple[int, int] | None:
+    g = "v" if m.group("v") is not None else "v2" if m.group("v2") is not None else "v3"
+    if g == "v3" and _TEMPERATURE.search(text, max(0, m.start() - 14), m.start()):
+        return None
     return m.span(g) if 90 <= int(m.group(g)) <= 125 else None
 
 
