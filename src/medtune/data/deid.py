@@ -554,16 +554,17 @@ def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
     s = m.group().rstrip(" .-/")
     if _DOTTED_QUAD.fullmatch(s) or _SSN_LAYOUT.fullmatch(s):
         return None  # an IPv4 address; the SSN layout ddd-dd-dddd
-    if (d := _DATE_RE.match(s)) and (d.end() == len(s) or not s[d.end()].isdigit()):
-        return None  # a date, then its hour: "2024-04-02 14:30"
-    if re.fullmatch(r"\d+(?:-\d+)+", s) and len(s) - s.rfind("-") <= 3:
-        return None  # a dashed code with a last group of 1-2 digits: NDC 0406-0552-01, REF 5998-10-02
+    if s[-3:-2] == "-" or s[-2:-1] == "-":
+        if re.fullmatch(r"\d+(?:-\d+)+", s):
+            return None  # a dashed code with a last group of 1-2 digits: NDC 0406-0552-01, REF 5998-10-02
     while s:
         digits = _digits(s)
         if len(digits) < 7:
             return None
         bare = digits == s
         if len(digits) <= 15 and (not bare or len(digits) >= 10) and not _DATE_RE.fullmatch(s) and _phone_number(s):
+            if (d := _DATE_RE.match(s)) and not s[d.end():d.end() + 1].isdigit():
+                return None  # a date, then its hour: "2024-04-02 14:30"
             return m.start(), m.start() + len(s)
         cut = max(s.rfind(" "), s.rfind("-"), s.rfind("."), s.rfind("/"))
         if cut <= 0:
@@ -595,7 +596,7 @@ def _tw_id(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.span() if is_valid_tw_id(m.group().upper()) else None
 
 
-_ID_BEFORE = re.compile(r"(?:身份证|身分證|身份證|证件|ID|SSN|NHS|Aadhaa?r|passport|护照|護照)\S{0,4}\s*[:：]?\s*$", re.IGNORECASE)
+_ID_BEFORE = re.compile(r"(?:身份证|身分證|身份證|身份号码|身份號碼|证件|ID|SSN|NHS|Aadhaa?r|passport|护照|護照|IHI|ABHA|TFN|CRN|HKID|居留)\S{0,4}\s*[:：]?\s*$", re.IGNORECASE)
 
 
 def _card(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -665,30 +666,58 @@ _NOT_NAMES_AFTER_CUE = frozenset(
     "Of For By Notified Informed Called Aware Present Absent Declined Today Yesterday Tomorrow Morning Evening Night "
     "January February March April June July August September October November December Monday Tuesday Wednesday "
     "Thursday Friday Saturday Sunday Clinic Hospital Medical Health Care Center Centre Unit Service Services "
-    "General Memorial University Team Department Dept Office Surgery Practice Emergency".split())
-_NAME_TOKEN = r"(?:[A-Z](?:[a-z]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
+    "General Memorial University Team Department Dept Office Surgery Practice Emergency Pharmacy Veteran "
+    "Claimant Resident Client Injured Deceased Widow Widower Retired Consultant Registrar Sincerely Regards Re For "
+    "Dear Kind Thanks Thank Please See Also Contact Called Seen Brought Referred Reviewed Screened Ordering".split())
+# an institution word ends the words after a cue: "GP, Meadowbank Surgery" is a place, not a name
+_INSTITUTION = frozenset("Surgery Clinic Hospital Practice Centre Center Pharmacy Medical Lodge School College University "
+                         "Station Trust Services Service".split())
+# specialties after a role cue: "Consultant Geriatrician"
+_SPECIALTY_END = ("ician", "ologist", "iatrist", "iatrician", "ographer", "apist", "surgeon", "ist")
+_NAME_TOKEN = r"(?:Mohd\.|Md\.|[A-Z](?:[a-z]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
 _NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr)"
 _EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|name|patient|pt|signed|signature|(?:electronically\s+)?signed\s+by|"
            r"attending(?:\s+physician)?|physician|surgeon|consultant|referred\s+by|seen\s+by|reviewed\s+by|dictated\s+by|"
            r"next\s+of\s+kin|emergency\s+contact|contact\s+person|carer|caregiver|guardian|mother|father|son|daughter|"
            r"wife|husband|partner|brother|sister|spouse|grandson|granddaughter|attendant|informant|proxy|GP|PCP|"
-           r"family\s+physician|witness(?:ed\s+by)?)(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE + r"\.?[ \t]+)?"
+           r"family\s+physician|witness(?:ed\s+by)?|niece|nephew|aunt|uncle|cousin|grand(?:mother|father|son|daughter)|"
+           r"step(?:son|daughter|mother|father)|friend|neighbou?r|fianc[eé]e?|landlord|landlady|flatmate|housemate|"
+           r"SpR|registrar|SHO|FY[12]|intern|pharmacist|midwife|physio(?:therapist)?|dietitian|social\s+worker|interpreter|"
+           r"chaplain|constable|officer|paramedic|claimant|veteran|widow(?:er)?|sincerely|regards|prescriber|"
+           r"ordering(?:\s+(?:physician|provider|clinician|doctor))?|ordered\s+by|requested\s+by|"
+           r"(?-i:I),|[WSDCH]/o|(?:wife|son|daughter|husband)\s+of|contact(?=\s*:)|"
+           r"(?:seen|reviewed|screened|brought(?:\s+in)?|called|accompanied|escorted|dictated|transcribed|prescribed|"
+           r"verified|checked|authori[sz]ed|approved|examined|assessed|interpreted|performed|reported|collected|"
+           r"consented|visited|discussed\s+with|handed\s+over\s+to)\s+by(?:\s+(?-i:(?:[a-z]+|pt's|patient's)\s+){0,3})?)"
+           r"(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE + r"\.?[ \t]+)?"
            r"|\b" + _TITLE + r"\.?[ \t]+)")
 _HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨男女岁歲年月日院诊診科室床号號"
                            "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講")
 _ZH_CUE = (r"(?:姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
            r"主治医师|主治醫師|主治医生|主治醫生|经治医师|住院医师|记录者|記錄者|记录人|护士|護士|儿子|女儿|兒子|女兒|丈夫|妻子|"
-           r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人)"
+           r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人|其女|其子|其妻|其夫|其母|其父|配偶|"
+           r"交警|民警|警员|警員|骑士|騎士|委托人|委託人|伤者|傷者|死者|被照顾者|被照顧者|照顾者|照顧者|陪同者|代办人|代辦人)"
            r"[\s:：]*")
-_ZH_TITLES = "先生|女士|小姐|医生|醫生|医师|醫師|大夫|护士|護士|主任|教授|老师|老師|太太|阿姨|院长|院長"
+_ZH_TITLES = ("先生|女士|小姐|医生|醫生|医师|醫師|大夫|护士|護士|主任|教授|老师|老師|太太|阿姨|院长|院長|婆婆|伯伯|阿婆|阿伯|"
+              "爷爷|爺爺|奶奶|师傅|師傅|姑娘")
+# a role label ending in a person word, then a colon: 接诊医生：, 处方审核药师：, 取药人：, 护理员：, 死者：
+_ZH_ROLE_CUE = (r"(?:(?:医生|醫生|医师|醫師|药师|藥師|护士|護士|护理师|護理師|护师|護師|技师|技師|治疗师|治療師|"
+                r"营养师|營養師|教师|教師|员|員|人|者|民)[ \t]*[:：][ \t]*)")
+# words before a title that make it a role, not a name: 责任护士, 处方医师, 谈话医生
+_ZH_ROLE_PREFIX = frozenset(("责任 處方 处方 谈话 談話 主治 接诊 接診 随访 隨訪 转诊 轉診 值班 管床 床位 经治 經治 住院 门诊 門診 急诊 急診 "
+                             "会诊 會診 审核 審核 开立 開立 签字 簽字 主管 实习 實習 进修 進修 规培 專科 专科 社区 社區 家庭 全科 麻醉 "
+                             "手术 手術 主刀 助手 带教 帶教 上级 上級 出诊 出診 首诊 首診 复诊 複診 初诊 初診 责任 責任 主诊 主診 "
+                             "药剂 藥劑 影像 超声 超聲 检验 檢驗 病理 护理 護理 康复 康復 营养 營養 心理 治疗 治療").split())
 _HAN_C = "\u4e00-\u9fff"
 
 
 def _en_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
     """Capitalised words after a name cue, without the not-a-name words at either end."""
     words = m.group("v").split()
-    if words and words[0].strip(".,") in _NOT_NAMES_AFTER_CUE:
+    if words and (words[0].strip(".,") in _NOT_NAMES_AFTER_CUE or words[0].strip(".,").lower().endswith(_SPECIALTY_END)):
+        return None
+    if len(words) > 1 and words[-1].strip(".,") in _INSTITUTION:
         return None
     while words and words[-1].strip(".,") in _NOT_NAMES_AFTER_CUE:
         words.pop()
@@ -704,7 +733,62 @@ def _listed_name(m: re.Match, text: str) -> tuple[int, int] | None:
     first, last = m.group("f"), m.group("l")
     if first not in _names("first") or last in _NOT_NAMES:
         return None
-    return m.span()
+    return m.start(), m.end("l")
+
+
+_CREDENTIALS = (r"MD|DO|RN|NP|PA-C|PharmD|MBBS|MBChB|FRCP|FRCS|FRACP|FRCPC|FRACGP|MRCP|MRCGP|DNP|APRN|CNS|LPN|BSN|MSN|DDS|"
+                r"PhD|RPh|CNM|CRNA|LCSW|MSW|RD|DPM|ND")
+_NAME_AFTER = (rf"(?:,?[ \t]+(?:{_CREDENTIALS})\b|,[ \t]*(?:{_CREDENTIALS}|pharmacist|nurse|physician|midwife|registrar|"
+               r"consultant|physiotherapist|dietitian|social\s+worker)\b"
+               r"|[ \t]*,[ \t]*(?:\d{1,3}[ \t]*(?:y(?:rs?|ears?)?\b|yo\b|y/o|/?[ \t]?[MF]\b|,|\.(?!\d))"
+               r"|(?:DOB|DOA|D\.O\.B|MRN|UHID|NHS|PHN|IHI|URN?|CR\s+No|IP\s+No|Hosp|born|b\.|aged?|age)\b))")
+
+
+_NAME_SEQ_END: list[re.Pattern] = []
+_TITLE_WORDS = frozenset("Dr Mr Mrs Ms Miss Mx Prof Professor Nurse Sister Sr Smt Shri Sri Kum Master".split())
+
+
+def _name_before_field(m: re.Match, text: str) -> tuple[int, int] | None:
+    """Capitalised words just before a credential or a demographic field (the match), without leading
+    not-a-name words; at least two words, one of them not an initial. The field is found first and the
+    name looked for behind it: far fewer places to try than every capital letter."""
+    if not _NAME_SEQ_END:
+        _NAME_SEQ_END.append(re.compile(rf"(?<![A-Za-z.'’-])(?P<v>{_NAME_SEQ})\Z", _F))
+    n = _NAME_SEQ_END[0].search(text, max(0, m.start() - 80), m.start())
+    if n is None:
+        return None
+    m = n
+    words = m.group("v").split()
+    lead = 0
+    while lead < len(words) and (words[lead].strip(".,") in _NOT_NAMES_AFTER_CUE or words[lead].strip(".,") in _NOT_NAMES
+                                 or words[lead].strip(".,") in _TITLE_WORDS):
+        lead += 1
+    words = words[lead:]
+    if len(words) < 2 or all(len(w.rstrip(".")) == 1 for w in words) or words[-1].strip(".,") in _INSTITUTION:
+        return None
+    start = text.index(words[0], m.start("v"))
+    return start, m.end("v")
+
+
+_CAPS_NOT_SURNAME = frozenset("ECG EKG CXR MRI USS ICU MRN DOB NHS CRP INR PMH HPI ROS NAD NKDA BMI ABG FBC LFT UNE "
+                              "ADL IVF OGD ERCP CABG COPD CKD HTN DKA PRN STAT NOTE PLAN IMPRESSION FINDINGS HISTORY "
+                              "CLINICAL REPORT EXAM TECHNIQUE COMPARISON INDICATION RESULT RESULTS DIAGNOSIS".split())
+
+
+def _caps_surname(m: re.Match, text: str) -> tuple[int, int] | None:
+    """LAST, First: after a separator (| : tab, line start) or with a listed first name."""
+    v = m.group("v")
+    sur, _, rest = v.partition(",")
+    given = rest.split()
+    if sur in _CAPS_NOT_SURNAME or not given:
+        return None
+    before = text[max(0, m.start() - 12):m.start()].rstrip(" \t")
+    at_field = not before or before[-1] in "|:：\n\t" or re.search(r"\b(?:pt|patient|name|re)\s*$", before, re.IGNORECASE)
+    if not (at_field or given[0].capitalize() in _names("first")):
+        return None
+    if given[0].isupper() and len(given[0]) > 1 and not at_field:
+        return None
+    return m.span("v")
 
 
 def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -712,6 +796,8 @@ def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
     sur, given = m.group("s"), m.group("g") or ""
     if sur not in _names("zh_surnames"):
         return None
+    if len(given) == 3 and given[0] not in _names("zh_surnames"):
+        given = given[:2]
     while given and given[-1] in _HAN_NAME_STOP:
         given = given[:-1]
     if given and given[0] in _HAN_NAME_STOP:
@@ -724,6 +810,8 @@ def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
 def _zh_titled_name(m: re.Match, text: str) -> tuple[int, int] | None:
     """The longest surname + given name (0-2 characters, no function words) just before a title (先生, 医生)."""
     pre, end = m.group("pre"), m.end("pre")
+    if pre[-2:] in _ZH_ROLE_PREFIX:
+        return None
     surnames = _names("zh_surnames")
     for n in range(len(pre), 0, -1):
         cand = pre[-n:]
@@ -966,18 +1054,38 @@ def _age_either(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.span(g) if 90 <= int(m.group(g)) <= 125 else None
 
 
-_NAME_RULES: list[tuple[re.Pattern, Validator]] = []
+_AGE_AFTER_NAME = re.compile(r"[ \t]*[,(][ \t]*(\d{2,3})(?=[ \t]*(?:[,;)]|\.(?!\d)|$|[ \t]+(?:yrs?|y|M|F)\b))")
+_NAME_RULES: list[tuple[re.Pattern, Validator, tuple[str, ...] | None]] = []
 
 
-def _name_rules() -> list[tuple[re.Pattern, Validator]]:
-    """The NAME rules, compiled on first use (the Chinese surname list comes from Faker)."""
+def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
+    """The NAME rules, compiled on first use (the Chinese surname list comes from Faker), with the strings
+    of which the text must hold one for the rule to run (or None)."""
     if not _NAME_RULES:
         sur = _zh_surname_alt()
-        _NAME_RULES.extend((_with_first_chars(p), v) for p, v in [
+        _NAME_RULES.extend((_with_first_chars(r[0]), r[1], r[2] if len(r) > 2 else None) for r in [
             (re.compile(_EN_CUE + rf"(?P<v>{_NAME_SEQ})", _FI), _en_cue_name),
-            (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?:[ \t]+[A-Z]\.)?[ \t]+"
-                        r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z])", _F), _listed_name),
-            (re.compile(rf"(?:{_ZH_CUE})(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,2}})?(?P<t>)", _F), _zh_name),
+            (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?=(?:[ \t]+[A-Z]\.)?[ \t]+"
+                        r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z]))", _F), _listed_name),
+            # capitalised words before a credential ("T. Alvarez, PharmD") or a demographic / record field
+            # ("Nguyen Van Minh, 62,", "Fatima Al-Zahrani, 90 y/o", "Wei Zhang, PHN ...")
+            (re.compile(rf"(?<=[A-Za-z.]){_NAME_AFTER}", _F), _name_before_field),
+            # LAST, First (records, radiology headers): "HOLLOWAY, Jessica", "SANCHEZ, MIGUEL A", "WONG, Siu-ming"
+            (re.compile(r"(?<![A-Za-z])(?P<v>[A-Z]{3,}(?:[-'’][A-Z]{2,})?,[ \t]*(?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,})"
+                        r"(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.?)(?![A-Za-z]))?)", _F), _caps_surname),
+            # Hong Kong romanisation in brackets after a Chinese name: "陳大文（CHAN Tai Man）"
+            (re.compile(rf"(?<=[{_HAN_C}][（(])(?P<v>[A-Z]{{2,}},?[ \t]+[A-Z][a-z]+(?:[- ][A-Za-z][a-z]+){{0,2}})(?=[)）])", _F),
+             _value),
+            # a Latin name after a Chinese cue ("患者：Liu Jianjun", "谈话医生：Zhang Wei")
+            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE})(?P<v>[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){{1,2}})(?![A-Za-z])", _F), _value),
+            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE})(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,3}})?(?P<t>)", _F), _zh_name),
+            # a name before its sex: "黃美玲，女，97歲", "劉建宏，男"
+            (re.compile(rf"(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,3}})(?P<t>)(?=[)）]?[，,、]\s*(?:男|女)性?(?:[，,、。；;\s]|$))", _F), _zh_name),
+            # a Chinese name in brackets after a Latin one: "Liu Jianjun（刘建军）"
+            (re.compile(rf"(?<=[A-Za-z][（(])(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,2}})(?P<t>)(?=[)）])", _F), _zh_name),
+            # transliterated names with a middle dot: "阿依古丽·买买提"
+            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE}|(?<![{_HAN_C}])(?=[{_HAN_C}]{{2,4}}[·•]))"
+                        rf"(?P<v>[{_HAN_C}]{{2,4}}[·•][{_HAN_C}]{{2,5}})", _F), _value, ("·", "•")),
             (re.compile(rf"(?P<pre>[{_HAN_C}]{{1,3}})(?={_ZH_TITLES})", _F), _zh_titled_name),
         ])
     return _NAME_RULES
@@ -1011,7 +1119,9 @@ def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple
     """NAME spans: cue and list rules, then every other occurrence of a found name (and of an English
     surname of 3+ letters) in the text."""
     found = []
-    for pattern, validate in _name_rules():
+    for pattern, validate, needs in _name_rules():
+        if needs is not None and not any(n in text for n in needs):
+            continue
         for m in pattern.finditer(text):
             span = validate(m, text)
             if span is not None and span[1] > span[0]:
@@ -1054,7 +1164,12 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
                 if typ == "PHONE" and (ext := _EXTENSION.match(text, span[1])):
                     span = (span[0], ext.end())
                 candidates.append((span[0], span[1], typ))
-    kept = _resolve(candidates + _name_candidates(text, []))
+    names = _name_candidates(text, [])
+    if has_digit:  # a bare age right after a name: "Gordon MacIsaac, 93, lives ..."
+        for _, e, _ in names:
+            if (a := _AGE_AFTER_NAME.match(text, e)) and 90 <= int(a.group(1)) <= 125:
+                candidates.append((a.start(1), a.end(1), "AGE"))
+    kept = _resolve(candidates + names)
     return [Span(s, e, t, text[s:e]) for s, e, t in kept if t in wanted]
 
 
