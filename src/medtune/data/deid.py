@@ -303,7 +303,7 @@ _SEP = r"(?:,[ \t]*|[ \t]+)"
 _POSTAL = (rf"(?:{_SEP}{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?|{_SEP}{_UK_PC}|{_SEP}(?:{_CA_PROV}{_SEP})?{_CA_PC}"
            rf"|{_SEP}{_AU_STATES}{_SEP}\d{{4}}|{_SEP}(?:-\s*)?\d{{6}}|{_SEP}\d{{3}}\s\d{{3}})(?![A-Za-z0-9])")
 _POSTAL_RULE = rf"(?<![A-Za-z'’-])(?P<city>(?-i:[A-Z][a-z][A-Za-z'’-]*(?:[ \t]+[A-Z][a-z][A-Za-z'’-]*){{0,2}})){_POSTAL}"
-_ADDR_START = re.compile(r"(?:\d|#|(?:flat|apt|apartment|unit|suite|studio|h\.?\s?no|house|plot|door|p\.?\s?o\.?|"
+_ADDR_START = re.compile(r"(?:\d|#|[A-Z]{1,2}-\d|sector\b|(?:flat|apt|apartment|unit|suite|studio|h\.?\s?no|house|plot|door|p\.?\s?o\.?|"
                          r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
 _SENTENCE_STOP = re.compile(r"(?<!Apt)(?<!Ste)(?<!St)(?<!Rd)(?<!No)(?<!Dr)(?<!Ave)(?<!Ln)(?<!Blvd)(?<!Bldg)"
                             r"[.;:!?](?:\s|$)|[：；。]")
@@ -336,7 +336,7 @@ _CN_NUM = "0-9一二三四五六七八九十百零〇"
 _CN_CITY = rf"(?:[{_HAN}]{{1,7}}?(?:市|州|盟|地区))"
 _CN_DISTRICT = rf"(?:[{_HAN}]{{1,7}}?(?:区|區|县|縣|旗|市))"
 _CN_TOWN = rf"(?:[{_HAN}]{{1,7}}?(?:镇|鎮|乡|鄉|街道))"
-_CN_UNIT = rf"(?:[{_HAN}A-Za-z]{{0,8}}?[0-9A-Za-z{_CN_NUM}]+(?:号楼|號樓|栋|棟|幢|座|楼|樓|单元|單元|层|層|室|号|號|户|戶))"
+_CN_UNIT = rf"(?:[{_HAN}A-Za-z]{{0,8}}?[0-9A-Za-z{_CN_NUM}]+(?:号楼|號樓|栋|棟|幢|座|楼|樓|单元|單元|层|層|室|号|號|户|戶|弄)(?:之[0-9]{{1,3}})?)"
 _CN_TRIGGERS = ("住址", "地址", "家住", "现住", "住在", "住于", "居住在", "居住于", "居住於", "居住", "来自", "户籍地", "户籍", "位于",
                 "現住", "戶籍", "來自", "位於")
 _CN_ADDR = (
@@ -644,6 +644,7 @@ def _names(kind: str) -> frozenset[str]:
         for loc in ("zh_CN", "zh_TW"):
             surnames.update(importlib.import_module(f"faker.providers.person.{loc}").Provider.last_names)
         _NAME_LISTS["first"] = frozenset(n for n in first if len(n) > 2) - _NOT_NAMES
+        _NAME_LISTS["first_all"] = frozenset(n for n in first if len(n) > 2)
         _NAME_LISTS["zh_surnames"] = frozenset(surnames)
     return _NAME_LISTS[kind]
 
@@ -674,26 +675,53 @@ _INSTITUTION = frozenset("Surgery Clinic Hospital Practice Centre Center Pharmac
                          "Station Trust Services Service".split())
 # specialties after a role cue: "Consultant Geriatrician"
 _SPECIALTY_END = ("ician", "ologist", "iatrist", "iatrician", "ographer", "apist", "surgeon", "ist")
-_NAME_TOKEN = r"(?:Mohd\.|Md\.|[A-Z](?:[a-z]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
-_NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
-_TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr)"
-_EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|name|patient|pt|signed|signature|(?:electronically\s+)?signed\s+by|"
-           r"attending(?:\s+physician)?|physician|surgeon|consultant|referred\s+by|seen\s+by|reviewed\s+by|dictated\s+by|"
-           r"next\s+of\s+kin|emergency\s+contact|contact\s+person|carer|caregiver|guardian|mother|father|son|daughter|"
-           r"wife|husband|partner|brother|sister|spouse|grandson|granddaughter|attendant|informant|proxy|GP|PCP|"
-           r"family\s+physician|witness(?:ed\s+by)?|niece|nephew|aunt|uncle|cousin|grand(?:mother|father|son|daughter)|"
-           r"step(?:son|daughter|mother|father)|friend|neighbou?r|fianc[eé]e?|landlord|landlady|flatmate|housemate|"
-           r"SpR|registrar|SHO|FY[12]|intern|pharmacist|midwife|physio(?:therapist)?|dietitian|social\s+worker|interpreter|"
-           r"chaplain|constable|officer|paramedic|claimant|veteran|widow(?:er)?|sincerely|regards|prescriber|"
-           r"ordering(?:\s+(?:physician|provider|clinician|doctor))?|ordered\s+by|requested\s+by|"
-           r"(?-i:I),|[WSDCH]/o|(?:wife|son|daughter|husband)\s+of|contact(?=\s*:)|"
-           r"(?:seen|reviewed|screened|brought(?:\s+in)?|called|accompanied|escorted|dictated|transcribed|prescribed|"
-           r"verified|checked|authori[sz]ed|approved|examined|assessed|interpreted|performed|reported|collected|"
-           r"consented|visited|discussed\s+with|handed\s+over\s+to)\s+by(?:\s+(?-i:(?:[a-z]+|pt's|patient's)\s+){0,3})?)"
+_NAME_TOKEN = r"(?:Mohd\.|Md\.|(?!(?:Jr|Sr)\b)[A-Z\u00c0-\u00d6\u00d8-\u00de](?:[a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017f\u1e00-\u1eff]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
+_PARTICLE = r"(?:van|von|der|den|de|del|della|di|da|dos|das|du|le|la|bin|binti|bint|ibn|al|el|ap|ter|ten)"
+_NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
+_TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr|Smt|Shri|Sri|Kum)"
+def _trie(words: Iterable[str]) -> str:
+    """One regex for a list of literal words, as a trie: Python's `re` tries the branches of an alternation
+    one by one, so a hundred cue words cost a hundred tries at each word start; a trie costs a few."""
+    tree: dict = {}
+    for w in words:
+        node = tree
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        alts = [re.escape(ch) + emit(node[ch]) for ch in sorted(k for k in node if k)]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return "(?:" + emit(tree) + ")"
+
+
+# single-word cues (lower case; matched case-insensitively): then a name
+_CUE_WORDS = _trie((
+    "name patient pt signed signature physician surgeon consultant carer caregiver guardian mother father son daughter "
+    "wife husband partner brother sister spouse grandson granddaughter grandmother grandfather attendant informant "
+    "proxy gp pcp witness witnessed niece nephew aunt uncle cousin stepson stepdaughter stepmother stepfather dtr dau "
+    "friend neighbor neighbour fiance fiancee fiancé fiancée landlord landlady flatmate housemate spr registrar sho "
+    "fy1 fy2 intern pharmacist midwife physio physiotherapist dietitian interpreter chaplain constable officer "
+    "paramedic claimant veteran widow widower sincerely regards prescriber attending ordering").split())
+# verbs before "by": "seen by", "brought by"
+_BY_VERBS = _trie((
+    "seen reviewed screened brought called accompanied escorted dictated transcribed prescribed verified checked "
+    "authorised authorized approved examined assessed interpreted performed reported collected consented visited "
+    "referred signed witnessed ordered requested").split())
+_EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|electronically\s+signed\s+by|attending\s+physician|"
+           r"next\s+of\s+kin|emergency\s+contact|contact\s+person|family\s+physician|social\s+worker|"
+           r"ordering\s+(?:physician|provider|clinician|doctor)|(?:wife|son|daughter|husband)\s+of|contact(?=\s*:)|"
+           r"(?<![\w,] )(?<!\w)(?-i:I),|[WSDC]/o|"
+           r"(?:" + _BY_VERBS + r"|brought\s+in|discussed\s+with|handed\s+over\s+to)\s+by"
+           r"(?:\s+(?-i:(?:[a-z]+|pt's|patient's)\s+){0,3})?|" + _CUE_WORDS + r")"
            r"(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE + r"\.?[ \t]+)?"
            r"|\b" + _TITLE + r"\.?[ \t]+)")
 _HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨男女岁歲年月日院诊診科室床号號"
-                           "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講")
+                           "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講之送带帶随隨给給跟把将")
 _ZH_CUE = (r"(?:姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
            r"主治医师|主治醫師|主治医生|主治醫生|经治医师|住院医师|记录者|記錄者|记录人|护士|護士|儿子|女儿|兒子|女兒|丈夫|妻子|"
            r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人|其女|其子|其妻|其夫|其母|其父|配偶|"
@@ -719,19 +747,27 @@ def _en_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
         return None
     if len(words) > 1 and words[-1].strip(".,") in _INSTITUTION:
         return None
+    while len(words) > 1 and (words[0].strip(".,") in _TITLE_WORDS or words[0].strip(".,").lower().endswith(_SPECIALTY_END)):
+        words.pop(0)
     while words and words[-1].strip(".,") in _NOT_NAMES_AFTER_CUE:
         words.pop()
     if not words or all(len(w.rstrip(".")) == 1 for w in words):
         return None
-    start = m.start("v")
+    start = text.index(words[0], m.start("v"))
     end = text.index(words[-1], start) + len(words[-1])
     return start, end
 
 
 def _listed_name(m: re.Match, text: str) -> tuple[int, int] | None:
     """A first name from the lists followed by a capitalised surname: "Grace Whitfield"."""
-    first, last = m.group("f"), m.group("l")
-    if first not in _names("first") or last in _NOT_NAMES:
+    first, mid, last = m.group("f"), m.group("mid"), m.group("l")
+    if first not in _names("first"):
+        return None
+    if mid:  # a middle name from the lists ("Margaret Rose Ellis"), else the second word is the surname
+        if mid in _names("first_all") and last not in _NOT_NAMES and last not in _NOT_NAMES_AFTER_CUE:
+            return m.start(), m.end("l")
+        return None if mid in _NOT_NAMES else (m.start(), m.end("mid"))
+    if last in _NOT_NAMES:
         return None
     return m.start(), m.end("l")
 
@@ -745,6 +781,16 @@ _NAME_AFTER = (rf"(?:,?[ \t]+(?:{_CREDENTIALS})\b|,[ \t]*(?:{_CREDENTIALS}|pharm
 
 
 _NAME_SEQ_END: list[re.Pattern] = []
+# capitalised clinical words: "Type 2 Diabetes Mellitus, 92 yrs" is not a name
+_CLINICAL_WORDS = frozenset("Diabetes Mellitus Disease Syndrome Disorder Cancer Carcinoma Failure Infection Fracture "
+                            "Injury Pain Type Stage Grade Class Score Scale Level Test Scan Study Trial Protocol Therapy "
+                            "Treatment Procedure Day Week Month Year Dose Tablet Capsule Injection Solution Acute Chronic "
+                            "Severe Mild Moderate Left Right Bilateral Heart Lung Kidney Liver Brain Blood Renal Cardiac "
+                            "Pulmonary Hepatic Chest Abdominal Lumbar Spine Knee Hip Bed Room Floor Total Normal Abnormal "
+                            "Positive Negative Primary Secondary Arterial Venous Artery Vein Heart Attack Stroke "
+                            "Pneumonia Sepsis Asthma Hypertension Dementia Obesity Anaemia Anemia Hepatitis Arthritis".split())
+_CLINICAL_ENDS = ("itis", "osis", "emia", "aemia", "oma", "pathy", "ectomy", "otomy", "plasty", "scopy", "graphy", "gram",
+                  "ology", "iasis", "algia", "uria", "ism")
 _TITLE_WORDS = frozenset("Dr Mr Mrs Ms Miss Mx Prof Professor Nurse Sister Sr Smt Shri Sri Kum Master".split())
 
 
@@ -765,6 +811,8 @@ def _name_before_field(m: re.Match, text: str) -> tuple[int, int] | None:
         lead += 1
     words = words[lead:]
     if len(words) < 2 or all(len(w.rstrip(".")) == 1 for w in words) or words[-1].strip(".,") in _INSTITUTION:
+        return None
+    if any(w.strip(".,") in _CLINICAL_WORDS or w.strip(".,").lower().endswith(_CLINICAL_ENDS) for w in words):
         return None
     start = text.index(words[0], m.start("v"))
     return start, m.end("v")
@@ -844,7 +892,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*\s*[\[({]at[\])}]\s*"
                          r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.|\s*[\[({]dot[\])}]\s*))+[A-Za-z]{2,24}"
                          r"(?![A-Za-z0-9-])", _FI), _whole, ("[at]", "(at)", "{at}")),
-    ("URL", re.compile(r"(?<![\w@/.])(?:https?://|www\.)[^\s<>\"'，。；、）)（(]+", _FI), _url, ("http", "www.")),
+    ("URL", re.compile(r"(?<![\w@/.])(?:https?://|www\.)[^\s<>\"'，。；、）)（(\u3000-\u9fff\uff00-\uffef]+", _FI), _url, ("http", "www.")),
     # -- PHONE: candidates of digits and separators, checked by libphonenumber
     ("PHONE", re.compile(r"(?:\b(?:tel(?:ephone)?|phone|ph|mobile|mob|cell(?:phone)?|fax|contact\s+(?:number|no\.?)|"
                          r"call)(?![A-Za-z])\.?\)?\s*(?:(?:number|no\.?|#)\s*)?(?:[:：]\s*|at\s+|on\s+)?"
@@ -883,7 +931,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
      _id_keyword, None),
     # -- MRN, INSURANCE, DATE, AGE: keyword then value
     ("MRN", re.compile(_MRN_KW + _VALUE, _FI), _keyword_value, None),
-    ("INSURANCE", re.compile(_INS_KW + r"(?:(?-i:[A-Z][A-Za-z]+)\s+)?" + _VALUE, _FI), _keyword_value, None),
+    ("INSURANCE", re.compile(_INS_KW + r"(?:(?-i:[A-Z][a-z][A-Za-z]*)\s+)?" + _VALUE, _FI), _keyword_value, None),
     ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE}|(?<!\d)1[01]\d/{_M}/{_D}(?!\d))", _FI), _dob, None),
     # a date before its event, an hour between them allowed; before a death also a few words ("经抢救无效")
     ("DATE", re.compile(rf"(?P<v>{_DATE})\s*(?:\d{{1,2}}\s*[时時点點:：]\s*(?:\d{{1,2}}\s*分?)?\s*)?"
@@ -1056,6 +1104,8 @@ def _age_either(m: re.Match, text: str) -> tuple[int, int] | None:
 
 _AGE_AFTER_NAME = re.compile(r"[ \t]*[,(][ \t]*(\d{2,3})(?=[ \t]*(?:[,;)]|\.(?!\d)|$|[ \t]+(?:yrs?|y|M|F)\b))")
 _NAME_RULES: list[tuple[re.Pattern, Validator, tuple[str, ...] | None]] = []
+_HAN_TEXT = ("<han>",)  # needs: a rule for Chinese text runs only when the text holds a Chinese character
+_HAN_RE = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
@@ -1065,7 +1115,7 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
         sur = _zh_surname_alt()
         _NAME_RULES.extend((_with_first_chars(r[0]), r[1], r[2] if len(r) > 2 else None) for r in [
             (re.compile(_EN_CUE + rf"(?P<v>{_NAME_SEQ})", _FI), _en_cue_name),
-            (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?=(?:[ \t]+[A-Z]\.)?[ \t]+"
+            (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?=(?:[ \t]+[A-Z]\.)?(?:[ \t](?P<mid>[A-Z][a-z]+))?[ \t]+"
                         r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z]))", _F), _listed_name),
             # capitalised words before a credential ("T. Alvarez, PharmD") or a demographic / record field
             # ("Nguyen Van Minh, 62,", "Fatima Al-Zahrani, 90 y/o", "Wei Zhang, PHN ...")
@@ -1075,18 +1125,18 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
                         r"(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.?)(?![A-Za-z]))?)", _F), _caps_surname),
             # Hong Kong romanisation in brackets after a Chinese name: "陳大文（CHAN Tai Man）"
             (re.compile(rf"(?<=[{_HAN_C}][（(])(?P<v>[A-Z]{{2,}},?[ \t]+[A-Z][a-z]+(?:[- ][A-Za-z][a-z]+){{0,2}})(?=[)）])", _F),
-             _value),
+             _value, _HAN_TEXT),
             # a Latin name after a Chinese cue ("患者：Liu Jianjun", "谈话医生：Zhang Wei")
-            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE})(?P<v>[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){{1,2}})(?![A-Za-z])", _F), _value),
-            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE})(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,3}})?(?P<t>)", _F), _zh_name),
+            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE})(?P<v>[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){{1,2}})(?![A-Za-z])", _F), _value, _HAN_TEXT),
+            (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE})(?P<s>{sur})(?=(?P<g>[{_HAN_C}]{{1,3}})?)(?P<t>)", _F), _zh_name, _HAN_TEXT),
             # a name before its sex: "黃美玲，女，97歲", "劉建宏，男"
-            (re.compile(rf"(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,3}})(?P<t>)(?=[)）]?[，,、]\s*(?:男|女)性?(?:[，,、。；;\s]|$))", _F), _zh_name),
+            (re.compile(rf"(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,3}})(?P<t>)(?=[)）]?[，,、]\s*(?:男|女)性?(?:[，,、。；;\s]|$))", _F), _zh_name, ("男", "女")),
             # a Chinese name in brackets after a Latin one: "Liu Jianjun（刘建军）"
-            (re.compile(rf"(?<=[A-Za-z][（(])(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,2}})(?P<t>)(?=[)）])", _F), _zh_name),
+            (re.compile(rf"(?<=[A-Za-z][（(])(?P<s>{sur})(?P<g>[{_HAN_C}]{{1,2}})(?P<t>)(?=[)）])", _F), _zh_name, ("(", "（")),
             # transliterated names with a middle dot: "阿依古丽·买买提"
             (re.compile(rf"(?:{_ZH_CUE}|{_ZH_ROLE_CUE}|(?<![{_HAN_C}])(?=[{_HAN_C}]{{2,4}}[·•]))"
                         rf"(?P<v>[{_HAN_C}]{{2,4}}[·•][{_HAN_C}]{{2,5}})", _F), _value, ("·", "•")),
-            (re.compile(rf"(?P<pre>[{_HAN_C}]{{1,3}})(?={_ZH_TITLES})", _F), _zh_titled_name),
+            (re.compile(rf"(?P<pre>[{_HAN_C}]{{1,3}})(?={_ZH_TITLES})", _F), _zh_titled_name, _HAN_TEXT),
         ])
     return _NAME_RULES
 
@@ -1119,8 +1169,12 @@ def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple
     """NAME spans: cue and list rules, then every other occurrence of a found name (and of an English
     surname of 3+ letters) in the text."""
     found = []
+    has_han = _HAN_RE.search(text) is not None
     for pattern, validate, needs in _name_rules():
-        if needs is not None and not any(n in text for n in needs):
+        if needs is _HAN_TEXT:
+            if not has_han:
+                continue
+        elif needs is not None and not any(n in text for n in needs):
             continue
         for m in pattern.finditer(text):
             span = validate(m, text)
@@ -1135,7 +1189,9 @@ def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple
         at = text.find(name)
         while at >= 0:
             end = at + len(name)
-            if not ascii_name or ((at == 0 or not text[at - 1].isalpha()) and (end == len(text) or not text[end].isalpha())):
+            if not ascii_name or ((at == 0 or not (text[at - 1].isalpha() or text[at - 1] in "-'’"))
+                                  and (end == len(text) or not (text[end].isalpha() or text[end:end + 2][-1:].isalpha()
+                                                                and text[end] in "-'’"))):
                 found.append((at, end, "NAME"))
             at = text.find(name, end)
     return found
