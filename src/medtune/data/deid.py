@@ -596,6 +596,20 @@ def _tw_id(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.span() if is_valid_tw_id(m.group().upper()) else None
 
 
+def _capital_id(m: re.Match, text: str) -> tuple[int, int] | None:
+    if m.group("tw"):
+        return m.span() if is_valid_tw_id(m.group("tw")) else None
+    if m.group("hk"):
+        return m.span() if is_valid_hkid(m.group("hk")) else None
+    return m.span()  # PAN: the layout is the check
+
+
+def _bare_insurance(m: re.Match, text: str) -> tuple[int, int] | None:
+    if m.group("on"):
+        return m.span() if luhn_ok(_digits(m.group())) else None
+    return m.span() if is_valid_au_medicare(m.group()) else None
+
+
 _ID_BEFORE = re.compile(r"(?:身份证|身分證|身份證|身份号码|身份號碼|证件|ID|SSN|NHS|Aadhaa?r|passport|护照|護照|IHI|ABHA|TFN|CRN|HKID|居留)\S{0,4}\s*[:：]?\s*$", re.IGNORECASE)
 
 
@@ -907,11 +921,10 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ID", re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])", _F), _ssn, None),
     ("ID", re.compile(r"(?<![\w-])\d{3} \d{3} \d{4}(?![\w-])", _F), _nhs_spaced, None),
     ("ID", re.compile(r"(?<![\w-])[2-9]\d{3}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?![\w-])", _F), _aadhaar, None),
-    ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z][1289]\d{8}(?![A-Za-z0-9])", _F), _tw_id, None),
-    ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,2}\d{6}\s?[(（][0-9A][)）]", _F),
-     lambda m, t: m.span() if is_valid_hkid(m.group()) else None, ("(", "（")),
-    # India's PAN: 3 letters, the holder-type letter, a letter, 4 digits, a letter
-    ("ID", re.compile(r"(?<![A-Za-z0-9])[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z](?![A-Za-z0-9])", _F), _whole, None),
+    # one scan for the ids that start with a capital letter: Taiwan ID (check digit), Hong Kong ID (check
+    # character), India's PAN (3 letters, the holder-type letter, a letter, 4 digits, a letter)
+    ("ID", re.compile(r"(?<![A-Za-z0-9])(?:(?P<tw>[A-Z][1289]\d{8})(?![A-Za-z0-9])|(?P<hk>[A-Z]{1,2}\d{6}\s?[(（][0-9A][)）])"
+                      r"|[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z](?![A-Za-z0-9]))", _F), _capital_id, None),
     ("ID", re.compile(r"(?:\b(?:SSN|SS#|social\s+security(?:\s+(?:number|no\.?|#))?|NHS(?:\s+(?:number|no\.?|#))?|"
                       r"CHI(?:\s+(?:number|no\.?))|national\s+ID(?:\s+(?:number|no\.?|#))?|NI\s+(?:number|no\.?)|"
                       r"national\s+insurance(?:\s+(?:number|no\.?))?|NINO|SIN|social\s+insurance(?:\s+(?:number|no\.?))?|"
@@ -968,11 +981,9 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                            + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(_CN_PLATE, _F), _whole, None),
-    # Medicare (Australia, check digit) and Ontario health card with its version code, without a keyword
-    ("INSURANCE", re.compile(r"(?<![\w-])[2-6]\d{3} ?\d{5} ?\d(?: ?\d(?![\w-]))?(?![\w-])", _F),
-     lambda m, t: m.span() if is_valid_au_medicare(m.group()) else None, None),
-    ("INSURANCE", re.compile(r"(?<![\w-])\d{4}[ -]\d{3}[ -]\d{3}[ -][A-Z]{2}(?![\w-])", _F),
-     lambda m, t: m.span() if luhn_ok(_digits(m.group())) else None, None),
+    # Medicare (Australia, check digit) and Ontario health card with its version code (Luhn), without a keyword
+    ("INSURANCE", re.compile(r"(?<![\w-])(?:(?P<on>\d{4}[ -]\d{3}[ -]\d{3}[ -][A-Z]{2})"
+                             r"|[2-6]\d{3} ?\d{5} ?\d(?: ?\d(?![\w-]))?)(?![\w-])", _F), _bare_insurance, None),
     ("DEVICE", re.compile(r"(?:\b(?:serial(?:\s+(?:number|no\.?|#))?|S/N|SN|device(?:\s+(?:ID|serial|number|no\.?|#))+|"
                           r"IMEI|UDI|model\s+and\s+serial|implant\s+(?:ID|number|no\.?))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
                           r"|(?:序列号|序列號|序号|序號|设备编号|設備編號|设备号|器械编号|机身号|IMEI)[\s:：]*)" + _VALUE_CODE, _FI),
