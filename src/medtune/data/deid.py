@@ -858,8 +858,11 @@ def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
     sur, given = m.group("s"), m.group("g") or ""
     if sur not in _names("zh_surnames"):
         return None
-    if len(given) == 3 and given[0] not in _names("zh_surnames"):
-        given = given[:2]
+    if len(given) == 3:  # a double surname (楊陳秀英) only in a labelled field: "被照顧者：楊陳秀英，"
+        end = m.start("s") + 4
+        labelled = text[m.start("s") - 1:m.start("s")] in ":：" and not (end < len(text) and "\u4e00" <= text[end] <= "\u9fff")
+        if not (labelled and given[0] in _names("zh_surnames")):
+            given = given[:2]
     while given and given[-1] in _HAN_NAME_STOP:
         given = given[:-1]
     if given and given[0] in _HAN_NAME_STOP:
