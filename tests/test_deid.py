@@ -844,3 +844,12 @@ def test_name_variants_chinese(text, expected):
 ])
 def test_name_variant_negatives_chinese(text):
     assert [s for s in find_phi(text) if s.type == "NAME"] == []
+
+
+def test_unit_number_with_a_letter_is_not_an_age_and_sex():
+    assert out("lives at Flat 94M, Rowan Court, Leeds LS6 2AB") == "lives at [ADDRESS]"
+    assert "AGE" not in [s.type for s in find_phi("Studio 91F, 3 Mill Road")]
+
+
+def test_unspaced_medicare_layout_after_a_phone_word_is_a_phone():
+    assert [s.type for s in find_phi("cell: 3712846561.")] == ["PHONE"]

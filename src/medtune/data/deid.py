@@ -307,8 +307,9 @@ _ADDR_START = re.compile(r"(?:\d|#|[A-Z]{1,2}-\d|sector\b|(?:flat|apt|apartment|
                          r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
 _SENTENCE_STOP = re.compile(r"(?<!Apt)(?<!Ste)(?<!St)(?<!Rd)(?<!No)(?<!Dr)(?<!Ave)(?<!Ln)(?<!Blvd)(?<!Bldg)"
                             r"[.;:!?](?:\s|$)|[：；。]")
+_NOT_AFTER_UNIT = r"(?<!flat )(?<!unit )(?<!apt )(?<!studio )(?<!suite )(?<!room )(?<!no\. )(?<!no )(?<!# )"
 _NOT_ADDR_START = re.compile(
-    rf"{_DATE}|\b\d{{1,3}}\s*(?:y/?o|yrs?|years?(?:\s+old)?|[MF])\b|\baged?\s+\d{{1,3}}\b|,\s*\d{{2,3}}\s*,", _FI)
+    rf"{_DATE}|\b{_NOT_AFTER_UNIT}\d{{1,3}}\s*(?:y/?o|yrs?|years?(?:\s+old)?|(?-i:[MF]))\b|\baged?\s+\d{{1,3}}\b|,\s*\d{{2,3}}\s*,", _FI)
 _NOT_CITY = frozenset("Batch Lot Order Ref Code Room Ward Bed Version Build Serial Account Policy Card Patient Chart "
                       "Tel Phone Fax Mobile Call Record Number No Id Claim Member Group Case Visit Item".split())
 _CITY = r",\s*(?:St\.\s+)?[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
@@ -957,7 +958,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                        r"|(?P<v2>\d{2,3})(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
                        r"|\s*(?:years?|yrs?)\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲))"
                        # age and sex: "94F", "92/M", "91 M," (not a temperature: "T 101F")
-                       r"|(?<![\w.])(?P<v3>\d{2,3})(?=\s?/?\s?(?-i:[MF])(?![\w°]))", _FI),
+                       r"|(?<![\w.])" + _NOT_AFTER_UNIT + r"(?P<v3>\d{2,3})(?=\s?/?\s?(?-i:[MF])(?![\w°]))", _FI),
      lambda m, t: _age_either(m, t), None),
     # -- ACCOUNT
     ("ACCOUNT", re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _F),
@@ -984,9 +985,10 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                            + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(_CN_PLATE, _F), _whole, None),
-    # Medicare (Australia, check digit) and Ontario health card with its version code (Luhn), without a keyword
+    # Medicare (Australia, check digit; spaced as on the card: run together it is as likely a phone number) and
+    # Ontario health card with its version code (Luhn), without a keyword
     ("INSURANCE", re.compile(r"(?<![\w-])(?:(?P<on>\d{4}[ -]\d{3}[ -]\d{3}[ -][A-Z]{2})"
-                             r"|[2-6]\d{3} ?\d{5} ?\d(?: ?\d(?![\w-]))?)(?![\w-])", _F), _bare_insurance, None),
+                             r"|[2-6]\d{3} \d{5} \d(?: ?\d(?![\w-]))?)(?![\w-])", _F), _bare_insurance, None),
     ("DEVICE", re.compile(r"(?:\b(?:serial(?:\s+(?:number|no\.?|#))?|S/N|SN|device(?:\s+(?:ID|serial|number|no\.?|#))+|"
                           r"IMEI|UDI|model\s+and\s+serial|implant\s+(?:ID|number|no\.?))(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
                           r"|(?:序列号|序列號|序号|序號|设备编号|設備編號|设备号|器械编号|机身号|IMEI)[\s:：]*)" + _VALUE_CODE, _FI),
