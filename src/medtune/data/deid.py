@@ -787,8 +787,8 @@ def _listed_name(m: re.Match, text: str) -> tuple[int, int] | None:
     return m.start(), m.end("l")
 
 
-_CREDENTIALS = (r"MD|DO|RN|NP|PA-C|PharmD|MBBS|MBChB|FRCP|FRCS|FRACP|FRCPC|FRACGP|MRCP|MRCGP|DNP|APRN|CNS|LPN|BSN|MSN|DDS|"
-                r"PhD|RPh|CNM|CRNA|LCSW|MSW|RD|DPM|ND")
+_CREDENTIALS = _trie("MD DO RN NP PA-C PharmD MBBS MBChB FRCP FRCS FRACP FRCPC FRACGP MRCP MRCGP DNP APRN CNS LPN BSN "
+                      "MSN DDS PhD RPh CNM CRNA LCSW MSW RD DPM ND".split())
 _NAME_AFTER = (rf"(?:,?[ \t]+(?:{_CREDENTIALS})\b|,[ \t]*(?:{_CREDENTIALS}|pharmacist|nurse|physician|midwife|registrar|"
                r"consultant|physiotherapist|dietitian|social\s+worker)\b"
                r"|[ \t]*,[ \t]*(?:\d{1,3}[ \t]*(?:y(?:rs?|ears?)?\b|yo\b|y/o|/?[ \t]?[MF]\b|,|\.(?!\d))"
