@@ -853,3 +853,9 @@ def test_unit_number_with_a_letter_is_not_an_age_and_sex():
 
 def test_unspaced_medicare_layout_after_a_phone_word_is_a_phone():
     assert [s.type for s in find_phi("cell: 3712846561.")] == ["PHONE"]
+
+
+def test_phone_drops_an_unclosed_bracket_and_names_stop_at_a_column_gap():
+    assert out("ring (+91-22-2555-0134 today") == "ring ([PHONE] today"
+    assert out("(617) 555-0143") == "[PHONE]"
+    assert out("Pt: Jack O'Sullivan   Medicare 2951 62730 1") == "Pt: [NAME]   Medicare [INSURANCE]"

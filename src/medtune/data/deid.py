@@ -552,7 +552,9 @@ def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
     """A phone number libphonenumber accepts, trailing digit groups that belong to the next words dropped
     ("020 7946 0958 2 tablets"). Bare digit runs need 10+ digits (8-digit lot and order numbers are valid
     local numbers in Hong Kong and Singapore)."""
-    s = m.group().rstrip(" .-/")
+    s, start = m.group().rstrip(" .-/"), m.start()
+    if s.startswith("(") and ")" not in s:
+        s, start = s[1:], start + 1  # an opening bracket with no closing one is not part of the number
     if _DOTTED_QUAD.fullmatch(s) or _SSN_LAYOUT.fullmatch(s):
         return None  # an IPv4 address; the SSN layout ddd-dd-dddd
     if s[-3:-2] == "-" or s[-2:-1] == "-":
@@ -566,7 +568,7 @@ def _phone(m: re.Match, text: str) -> tuple[int, int] | None:
         if len(digits) <= 15 and (not bare or len(digits) >= 10) and not _DATE_RE.fullmatch(s) and _phone_number(s):
             if (d := _DATE_RE.match(s)) and not s[d.end():d.end() + 1].isdigit():
                 return None  # a date, then its hour: "2024-04-02 14:30"
-            return m.start(), m.start() + len(s)
+            return start, start + len(s)
         cut = max(s.rfind(" "), s.rfind("-"), s.rfind("."), s.rfind("/"))
         if cut <= 0:
             return None
@@ -692,7 +694,7 @@ _INSTITUTION = frozenset("Surgery Clinic Hospital Practice Centre Center Pharmac
 _SPECIALTY_END = ("ician", "ologist", "iatrist", "iatrician", "ographer", "apist", "surgeon", "ist")
 _NAME_TOKEN = r"(?:Mohd\.|Md\.|(?!(?:Jr|Sr)\b)[A-Z\u00c0-\u00d6\u00d8-\u00de](?:[a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017f\u1e00-\u1eff]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
 _PARTICLE = r"(?:van|von|der|den|de|del|della|di|da|dos|das|du|le|la|bin|binti|bint|ibn|al|el|ap|ter|ten)"
-_NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
+_NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?: (?:{_PARTICLE} ){{0,2}}{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr|Smt|Shri|Sri|Kum)"
 def _trie(words: Iterable[str]) -> str:
     """One regex for a list of literal words, as a trie: Python's `re` tries the branches of an alternation
