@@ -226,6 +226,8 @@ _Y4 = r"(?:1[89]\d\d|20\d\d)"
 _MON = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
         r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
 _ORD = r"(?:st|nd|rd|th)?"
+_AGE_90 = r"(?:9\d|1[01]\d|12[0-5])"  # the ages Safe Harbor removes
+_NO_DIGIT_NEEDED = ("岁", "歲")  # needs of the one digit rule that also runs on text without a digit (Chinese numerals)
 _DATE = (
     rf"(?:{_Y4}\s*年\s*{_M}\s*月(?:\s*{_D}\s*[日号])?"  # 1984年3月12日, 1984年3月
     rf"|{_Y4}[-/.]{_M}[-/.]{_D}(?!\d)"  # 1984-03-12, 1984/3/12
@@ -251,12 +253,12 @@ _MRN_KW = (r"(?:\b(?:MRN|M\.R\.N\.?|MR\s*#|UR\s*(?:number|no\.?)|hosp\.?\s*(?:nu
            r"(?:medical|hospital|health)\s+record(?:\s+(?:number|no\.?|#))?|med\s*rec(?:ord)?\s*(?:no\.?|#)|"
            r"record\s+(?:number|no\.?)|(?:patient|pt\.?)\s+(?:ID|identifier|number|no\.?|#)|"
            r"hospital\s+(?:number|no\.?|ID|#)|chart\s*(?:#|number|no\.?)|case\s+(?:number|no\.?)|"
-           r"admission\s+(?:number|no\.?)|enc(?:ounter)?\.?\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|UR(?=\s*[:#]?\s*\d)|HN\s*(?:no\.?|number|#)|"
+           r"admission\s+(?:number|no\.?)|enc(?:ounter)?\.?\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|(?-i:UR)(?=\s*[:#]?\s*(?-i:[A-Z])?\d)|reg(?:istration)?\.?\s*ID|(?-i:[A-Z]{1,4}H)(?=\s+(?:no\.?|number|#))\s+(?:no\.?|number|#)|HN\s*(?:no\.?|number|#)|"
            r"CR\s*(?:no\.?|number|#)|IP\s*(?:no\.?|number|#)|OP\s*(?:no\.?|number|#)|IPD\s*(?:no\.?|#)|OPD\s*(?:no\.?|#)|"
            r"acct/MRN|case\s+ID|visit\s+(?:number|no\.?|ID)|FIN)"
            rf"{_KW_END}{_FILL}"
            r"|(?:病历号码|病历编号|病历号|病案号码|病案号|住院号码|住院号|住院ID|门诊号码|门诊号|门诊ID|就诊号|就诊卡号|"
-           r"就诊ID|诊疗卡号|登记号|病人ID|患者ID|患者编号|病人编号|ID号|病歷號碼|病歷號|病歷编号|住院號|門診號|病案號|就診號|急诊号|急診號|急诊编号|急診編號|HN號碼|HN号码|HN號|HN号)"
+           r"就诊ID|诊疗卡号|登记号|检查号|檢查號|检验号|檢驗號|影像号|影像號|病人ID|患者ID|患者编号|病人编号|ID号|病歷號碼|病歷號|病歷编号|住院號|門診號|病案號|就診號|急诊号|急診號|急诊编号|急診編號|HN號碼|HN号码|HN號|HN号)"
            rf"{_FILL_CN})")
 # bare "insurance", "policy", "Medicare" only before a colon: "insurance 2023 renewal" has no number
 _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\s*" + _NUM_WORD + r"|"
@@ -267,7 +269,7 @@ _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\
            r"(?:medicare\s+)?MBI|medicaid\s+(?:ID|number|no\.?|#)|(?:BC\s+)?PHN|personal\s+health\s+number|OHIP(?:\s+" + _NUM_WORD + r")?|"
            r"RAMQ|MSP|health\s+card(?:\s+" + _NUM_WORD + r")?|DVA(?:\s+file)?(?:\s+" + _NUM_WORD + r")?|"
            r"policy\s+(?:ID|no\.?)|TPA\s+(?:ID|card|no\.?)|ESIC?(?:\s+" + _NUM_WORD + r")?|"
-           r"claim\s+" + _NUM_WORD + r"|insurance\s+ID|EHIC|GHIC|(?:EHIC/)?GHIC\s+card|EHIC\s+card|"
+           r"claim\s+" + _NUM_WORD + r"|insurance\s+ID|insured['’]?s?\s+(?:ID|I\.D\.)(?:\s+(?:number|no\.?))?|EHIC|GHIC|(?:EHIC/)?GHIC\s+card|EHIC\s+card|"
            r"DVA\s+(?:gold|white|orange)\s+card(?:\s+" + _NUM_WORD + r")?|HCN|health\s+number|"
            r"NDIS(?:\s+" + _NUM_WORD + r")?|participant\s+(?:number|no\.?|#|ID)|"
            r"Ayushman(?:\s+Bharat)?(?:\s+card)?(?:\s+" + _NUM_WORD + r")?|PM-?JAY(?:\s+" + _NUM_WORD + r")?|"
@@ -279,7 +281,7 @@ _INS_KW = (r"(?:\b(?:(?:health\s+)?insurance(?:\s+(?:policy|card|member|plan))?\
 _DOB_KW = (r"(?:\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+(?:on|in))?(?:\s+the)?|b\.(?=\s*(?:\d|[A-Z][a-z]{2}))|"
            r"(?:date\s+of\s+|)(?:admission|discharge|death)(?:\s+date)?|admitted(?:\s+(?:on|in))?|"
            r"discharged(?:\s+(?:home|on|in))*|died(?:\s+(?:on|in))?|deceased|DOD|expired(?:\s+on)?|"
-           r"pronounced\s+dead(?:\s+(?:on|at))?|DOA|d/c(?:\s+date)?|time\s+of\s+death|TOD)(?![A-Za-z])"
+           r"pronounced(?:\s+(?:dead|deceased|life\s+extinct))?(?:\s+by\s+(?:Dr\.?\s+)?[A-Za-z]+)?(?:\s+at\s+\d{4}(?:\s*h(?:rs?)?)?)?(?=\s+on\s)(?:\s+on)|pronounced\s+dead(?:\s+(?:on|at))?|adm\.?|DOA|d/c(?:\s+date)?|time\s+of\s+death|TOD)(?![A-Za-z])"
            r"\s*(?:\([^)\n]{0,16}\))?[\s:：,=(\-–]*(?:is\s+|was\s+|on\s+|at\s+)?"
            r"(?:\d{1,2}[:.h]\d{2}(?:\s*(?:am|pm|hrs?|h))?\s*(?:on\s+|,\s*)?)?"
            r"|(?:出生日期|出生年月日|出生年月|出生时间|出生時間|生日|出生于|出生於|出生在|生于|生於|出生(?=\s*[:：])|"
@@ -460,6 +462,9 @@ def _postal_address(m: re.Match, text: str) -> tuple[int, int] | None:
         pre_start = stop.end()
     for stop in _NOT_ADDR_START.finditer(text, pre_start, m.start()):
         pre_start = stop.end()  # a date or an age is not where the address starts
+    close = text.rfind(")", pre_start, m.start("city"))
+    if close >= 0:  # nor inside a bracket closed before it: "(..., NI no. QQ 12 34 56 C) of 9 Mill Lane, ..."
+        pre_start = close + 1
     words = list(re.finditer(r"\S+", text[pre_start:m.start()]))[-12:]
     start = m.start("city")
     for tok in words:
@@ -692,7 +697,7 @@ _INSTITUTION = frozenset("Surgery Clinic Hospital Practice Centre Center Pharmac
                          "Station Trust Services Service".split())
 # specialties after a role cue: "Consultant Geriatrician"
 _SPECIALTY_END = ("ician", "ologist", "iatrist", "iatrician", "ographer", "apist", "surgeon", "ist")
-_NAME_TOKEN = r"(?:Mohd\.|Md\.|(?!(?:Jr|Sr)\b)[A-Z\u00c0-\u00d6\u00d8-\u00de](?:[a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017f\u1e00-\u1eff]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
+_NAME_TOKEN = r"(?:Mohd\.|Md\.|(?!(?:Jr|Sr)\b)[A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u017f\u1e00-\u1eff](?:[a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017f\u1e00-\u1eff]+(?:['’][A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
 _PARTICLE = r"(?:van|von|der|den|de|del|della|di|da|dos|das|du|le|la|bin|binti|bint|ibn|al|el|ap|ter|ten)"
 _NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?: (?:{_PARTICLE} ){{0,2}}{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr|Smt|Shri|Sri|Kum)"
@@ -723,14 +728,15 @@ _CUE_WORDS = _trie((
     "proxy gp pcp witness witnessed niece nephew aunt uncle cousin stepson stepdaughter stepmother stepfather dtr dau "
     "friend neighbor neighbour fiance fiancee fiancé fiancée landlord landlady flatmate housemate spr registrar sho "
     "fy1 fy2 intern pharmacist midwife physio physiotherapist dietitian interpreter chaplain constable officer "
-    "paramedic claimant veteran widow widower sincerely regards prescriber attending ordering").split())
+    "paramedic claimant veteran widow widower sincerely regards prescriber attending ordering surname forename forenames "
+    "applicant dad mum mom grandma grandpa").split())
 # verbs before "by": "seen by", "brought by"
 _BY_VERBS = _trie((
     "seen reviewed screened brought called accompanied escorted dictated transcribed prescribed verified checked "
     "authorised authorized approved examined assessed interpreted performed reported collected consented visited "
     "referred signed witnessed ordered requested").split())
 _EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|electronically\s+signed\s+by|attending\s+physician|"
-           r"next\s+of\s+kin|emergency\s+contact|contact\s+person|family\s+physician|social\s+worker|"
+           r"next\s+of\s+kin|emergency\s+contact|(?:first|given|last|family|middle)\s+names?|(?:driver|rider)(?=\s*[:：])|name\s+as\s+(?:per|on)\s+[A-Za-z]+|contact\s+person|family\s+physician|social\s+worker|"
            r"ordering\s+(?:physician|provider|clinician|doctor)|(?:wife|son|daughter|husband)\s+of|contact(?=\s*:)|"
            r"(?<![\w,] )(?<!\w)(?-i:I),|[WSDC]/o|"
            r"(?:" + _BY_VERBS + r"|brought\s+in|discussed\s+with|handed\s+over\s+to)\s+by"
@@ -739,7 +745,7 @@ _EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|electronically\s+signed\s+b
            r"|\b" + _TITLE + r"\.?[ \t]+)")
 _HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨男女岁歲年月日院诊診科室床号號"
                            "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講之送带帶随隨给給跟把将")
-_ZH_CUE = (r"(?:姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
+_ZH_CUE = (r"(?:申请人|申請人|个案|個案|姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
            r"主治医师|主治醫師|主治医生|主治醫生|经治医师|住院医师|记录者|記錄者|记录人|护士|護士|儿子|女儿|兒子|女兒|丈夫|妻子|"
            r"之子|之女|之夫|之妻|母亲|母親|父亲|父親|患儿|陪同人|代理人|监护人|監護人|其女|其子|其妻|其夫|其母|其父|配偶|"
            r"交警|民警|警员|警員|骑士|騎士|委托人|委託人|伤者|傷者|死者|被照顾者|被照顧者|照顾者|照顧者|陪同者|代办人|代辦人)"
@@ -794,7 +800,8 @@ _CREDENTIALS = _trie("MD DO RN NP PA-C PharmD MBBS MBChB FRCP FRCS FRACP FRCPC F
 _NAME_AFTER = (rf"(?:,?[ \t]+(?:{_CREDENTIALS})\b|,[ \t]*(?:{_CREDENTIALS}|pharmacist|nurse|physician|midwife|registrar|"
                r"consultant|physiotherapist|dietitian|social\s+worker)\b"
                r"|[ \t]*,[ \t]*(?:\d{1,3}[ \t]*(?:y(?:rs?|ears?)?\b|yo\b|y/o|/?[ \t]?[MF]\b|,|\.(?!\d))"
-               r"|(?:DOB|DOA|D\.O\.B|MRN|UHID|NHS|PHN|IHI|URN?|CR\s+No|IP\s+No|Hosp|born|b\.|aged?|age)\b))")
+               r"|(?:DOB|DOA|D\.O\.B|MRN|UHID|NHS|PHN|IHI|URN?|CR\s+No|IP\s+No|Hosp|born|b\.|aged?|age)\b)"
+               r"|[ \t]+\d{1,3}[ \t]?/?(?-i:[MF])(?![\w°]))")
 
 
 _NAME_SEQ_END: list[re.Pattern] = []
@@ -816,7 +823,7 @@ def _name_before_field(m: re.Match, text: str) -> tuple[int, int] | None:
     not-a-name words; at least two words, one of them not an initial. The field is found first and the
     name looked for behind it: far fewer places to try than every capital letter."""
     if not _NAME_SEQ_END:
-        _NAME_SEQ_END.append(re.compile(rf"(?<![A-Za-z.'’-])(?P<v>{_NAME_SEQ})\Z", _F))
+        _NAME_SEQ_END.append(re.compile(rf"(?<![A-Za-z.'’])(?<![A-Za-z]-)(?P<v>{_NAME_SEQ})\Z", _F))
     n = _NAME_SEQ_END[0].search(text, max(0, m.start() - 80), m.start())
     if n is None:
         return None
@@ -854,6 +861,57 @@ def _caps_surname(m: re.Match, text: str) -> tuple[int, int] | None:
     if given[0].isupper() and len(given[0]) > 1 and not at_field:
         return None
     return m.span("v")
+
+
+# field labels and clinical abbreviations that end an all-capital name after a cue
+_CAPS_STOP = _CAPS_NOT_SURNAME | frozenset("DOB AGE SEX MRN HKID NHS ID UR URN DOA PHN IC NRIC UHID IP OP CR MALE FEMALE "
+                                           "DNR NFR DNACPR NIL NONE UNKNOWN ADMITTED DECEASED REFUSED NOT FOR NO TO AND OR THE OF IN ON AT "
+                                           "WITH YES IS WAS HAS".split())
+
+
+def _caps_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
+    """An all-capital surname after a name cue, with given names in capitals or title case ("Patient: ZHOU
+    Mingyuan", "Name: MS. POOJA AGARWAL"); one word alone only after a surname cue ("Surname NGUYEN")."""
+    if not m.group("sur") and ":" not in m.group() and "：" not in m.group():
+        return None  # "Patient NOT FOR CPR": without a colon only a surname cue
+    words = m.group("v").split(" ")
+    kept = []
+    for w in words:
+        if w in _CAPS_STOP:
+            break
+        kept.append(w)
+    if not kept:
+        return None
+    if len(kept) == 1 and not m.group("sur"):
+        return None
+    start = m.start("v")
+    return start, start + len(" ".join(kept))
+
+
+_SUBJECT_WORDS = frozenset("Summary Letter Referral Report Results Result Appointment Request Follow Review Update Clinic "
+                           "Discharge Admission Transfer Consultation Assessment Plan Medication Medications Invoice "
+                           "Claim Complaint Query Urgent Your Our New Patient Re".split())
+
+
+def _re_name(m: re.Match, text: str) -> tuple[int, int] | None:
+    """The subject line of a letter or fax ("RE: Ibrahim Al-Sayed"): two or more capitalised words that are not
+    a subject ("RE: Discharge Summary") or a clinical term."""
+    raw = m.group("v").split()
+    while raw and raw[0].strip(".,") in _TITLE_WORDS:
+        raw.pop(0)  # "Re: Mr Geoffrey Pemberton-Hale": the title stays
+    words = [w.strip(".,") for w in raw]
+    if len(words) < 2 or all(len(w) == 1 for w in words):
+        return None
+    if any(w in _SUBJECT_WORDS or w in _NOT_NAMES_AFTER_CUE or w in _CLINICAL_WORDS or w in _INSTITUTION
+           or w.lower().endswith(_CLINICAL_ENDS) for w in words):
+        return None
+    return text.index(raw[0], m.start("v")), m.end("v")
+
+
+def _last_first(m: re.Match, text: str) -> tuple[int, int] | None:
+    """Title-case "Last, First" in a record line: the first name must be a listed one (not "Glucose, Fasting")."""
+    given = m.group("v").partition(",")[2].split()[0]
+    return m.span("v") if given in _names("first_all") else None
 
 
 def _zh_name(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -932,7 +990,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ID", re.compile(r"(?<![A-Za-z0-9])(?:(?P<tw>[A-Z][1289]\d{8})(?![A-Za-z0-9])|(?P<hk>[A-Z]{1,2}\d{6}\s?[(（][0-9A][)）])"
                       r"|[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z](?![A-Za-z0-9]))", _F), _capital_id, None),
     ("ID", re.compile(r"(?:\b(?:SSN|SS#|social\s+security(?:\s+(?:number|no\.?|#))?|NHS(?:\s+(?:number|no\.?|#))?|"
-                      r"CHI(?:\s+(?:number|no\.?))|national\s+ID(?:\s+(?:number|no\.?|#))?|NI\s+(?:number|no\.?)|"
+                      r"(?-i:CHI)(?:\s+(?:number|no\.?))?|national\s+ID(?:\s+(?:number|no\.?|#))?|NI\s+(?:number|no\.?)|"
                       r"national\s+insurance(?:\s+(?:number|no\.?))?|NINO|SIN|social\s+insurance(?:\s+(?:number|no\.?))?|"
                       r"Aadhaa?r(?:\s+(?:number|no\.?|card))?|UID|PAN|TFN|tax\s+file\s+(?:number|no\.?)|"
                       r"(?:Centrelink\s+)?CRN|IHI|ABHA(?:\s+(?:number|no\.?|card|ID))?|HKID(?:\s+(?:number|no\.?))?|"
@@ -951,17 +1009,23 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     # -- MRN, INSURANCE, DATE, AGE: keyword then value
     ("MRN", re.compile(_MRN_KW + _VALUE, _FI), _keyword_value, None),
     ("INSURANCE", re.compile(_INS_KW + r"(?:(?-i:[A-Z][a-z][A-Za-z]*)\s+)?" + _VALUE, _FI), _keyword_value, None),
-    ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE}|(?<!\d)1[01]\d/{_M}/{_D}(?!\d))", _FI), _dob, None),
+    ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE}|(?<!\d)1[01]\d/{_M}/{_D}(?!\d)"
+                        rf"|(?<!\d)\d{{1,2}} \d{{1,2}} (?:19|20)\d\d(?!\d))", _FI), _dob, None),
     # a date before its event, an hour between them allowed; before a death also a few words ("经抢救无效")
     ("DATE", re.compile(rf"(?P<v>{_DATE})\s*(?:\d{{1,2}}\s*[时時点點:：]\s*(?:\d{{1,2}}\s*分?)?\s*)?"
                         rf"(?:出生|生人|入院|出院|(?:[{_HAN}]{{0,8}}?(?:死亡|去世|逝世|病逝))|生(?=[，,。；;、\s)）]|$))", _FI), _dob,
      ("生", "院", "死", "世", "逝")),
-    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>\d{2,3})(?![\d%]|\.\d)"
-                       r"|(?P<v2>\d{2,3})(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
-                       r"|\s*(?:years?|yrs?)\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲))"
+    # only 90-125 is written out (speed: most numbers fail at their first digits); the validator checks again
+    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>" + _AGE_90 + r")(?![\d%]|\.\d)"
+                       r"|(?<!\d)(?P<v2>" + _AGE_90 + r")(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
+                       r"|\s*(?:years?|yrs?)\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲)"
+                       r"|\s?y(?![A-Za-z/]))"  # "(95Y)", "95 y F"
                        # age and sex: "94F", "92/M", "91 M," (not a temperature: "T 101F")
-                       r"|(?<![\w.])" + _NOT_AFTER_UNIT + r"(?P<v3>\d{2,3})(?=\s?/?\s?(?-i:[MF])(?![\w°]))", _FI),
+                       r"|(?<![\w.])" + _NOT_AFTER_UNIT + r"(?P<v3>" + _AGE_90 + r")(?![\d])(?=\s?/?\s?(?-i:[MF])(?![\w°]))", _FI),
      lambda m, t: _age_either(m, t), None),
+    # ages in Chinese numerals: 九十二岁, 一百零三歲 (90-125 by construction)
+    ("AGE", re.compile(r"(?<![一二三四五六七八九十百零])(?P<v>九十[一二三四五六七八九]?|一百(?:零[一二三四五六七八九]|一?十[一二三四五六七八九]?"
+                       r"|二十[一二三四五]?)?)(?=\s*(?:周岁|岁|歲|週歲))", _F), _value, _NO_DIGIT_NEEDED),
     # -- ACCOUNT
     ("ACCOUNT", re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _F),
      lambda m, t: m.span() if is_valid_iban(m.group()) else None, None),
@@ -971,13 +1035,14 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                            r"IBAN|card(?:\s+(?:number|no\.?|on\s+file))?|visa|mastercard|amex|maestro|credit\s+card|debit\s+card)(?![A-Za-z])" + _CODE_FILL +
                            rf"|(?:银行卡号|銀行卡號|银行账号|銀行帳號|银行账户|账号|帳號|账户|帳戶|(?<![保险險])卡号|(?<![保险險])卡號|退费账户)[\s:：]*"
                            rf"(?:[{_HAN}]{{2,8}}\s*)?)"
-                           r"(?P<v>(?-i:[A-Z]{2}\d{2})?[0-9][0-9 -]{6,30}[0-9])(?![\w-])", _FI), _keyword_value, None),
+                           r"(?P<v>(?-i:[A-Z]{2}\d{2})(?:[ -]?(?-i:[A-Z0-9]{4})){2,7}(?:[ -]?(?-i:[A-Z0-9]{1,3}))?"
+                           r"|(?-i:[A-Z]{2}\d{2})?[0-9][0-9 -]{6,30}[0-9])(?![\w-])", _FI), _keyword_value, None),
     # -- LICENSE, VEHICLE, DEVICE: keyword then code
     ("LICENSE", re.compile(r"(?:\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|DL|licen[cs]e|NPI|DEA|GMC|NMC|CPSO|"
-                           r"AHPRA|prov(?:ider)?\.?\s*(?:number|no\.?|#)|(?:medical\s+|professional\s+)?(?:registration|reg\.?)(?=\s*(?:number|no\b|#))|medical\s+council|board\s+certification)"
+                           r"AHPRA|GPhC|HCPC|prov(?:ider)?\.?\s*(?:number|no\.?|#)|(?:medical\s+|professional\s+)?(?:registration|reg\.?)(?=\s*(?:number|no\b|#))|medical\s+council|board\s+certification)"
                            r"(?:\s+(?:number|no\.?|#|ID))?(?:(?<=#)|(?![A-Za-z]))" + _CODE_FILL +
-                           r"|(?:医师执业证书编码|醫師執業證書編碼|执业证书编码|执业证书号|执业证号|執業證號|资格证书编号|资格证号|"
-                           r"驾驶证号码|驾驶证号|驾驶证|駕照號碼|駕照|驾照号|护士执业证号|註冊編號|注册编号|醫師證書|医师证书|醫師證號|醫師證書字號)[\s:：]*"
+                           r"|(?:医师执业证书编码|醫師執業證書編碼|执业证书编码|执业证书编号|執業證書編號|执业证书号|执业证号|執業證號|资格证书编号|资格证号|"
+                           r"驾驶证档案编号|駕駛證檔案編號|驾驶证号码|驾驶证号|驾驶证|駕照號碼|駕照|驾照号|护士执业证号|註冊編號|注册编号|醫師證書|医师证书|醫師證號|醫師證書字號)[\s:：]*"
                            rf"(?:[{_HAN}]{{1,2}}字第)?)" + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(r"(?:\b(?:(?:licen[cs]e\s+|number\s+|registration\s+)?plate(?:\s+(?:number|no\.?|#))?|"
@@ -987,6 +1052,9 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                            + _VALUE_CODE, _FI),
      _code_value, None),
     ("VEHICLE", re.compile(_CN_PLATE, _F), _whole, None),
+    ("VEHICLE", re.compile(r"(?<![A-Za-z0-9])(?:AN|AP|AR|AS|BR|CG|CH|DD|DL|DN|GA|GJ|HP|HR|JH|JK|KA|KL|LA|LD|MH|ML|MN|MP|MZ|NL|OD|OR|"
+                           r"PB|PY|RJ|SK|TN|TR|TS|UK|UP|WB)(?P<s>[ -]?)\d{1,2}(?P=s)[A-Z]{1,3}(?P=s)\d{4}(?![A-Za-z0-9])", _F),
+     _whole, None),
     # Medicare (Australia, check digit; spaced as on the card: run together it is as likely a phone number) and
     # Ontario health card with its version code (Luhn), without a keyword
     ("INSURANCE", re.compile(r"(?<![\w-])(?:(?P<on>\d{4}[ -]\d{3}[ -]\d{3}[ -][A-Z]{2})"
@@ -1002,13 +1070,14 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9])(?!E[1-4] ?V[1-5] ?M[1-6])(?!E[1-4]V[1-5]M[1-6]){_CA_PC}(?![A-Za-z0-9])", _F),
      _whole, None),
     ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
-     _whole, None),
-    ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole, None),
+     _whole, re.compile(rf"(?<=[A-Za-z]),\s*{_US_STATES}\s+\d{{5}}", _F)),
+    ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole,
+     re.compile(rf"(?<=[A-Za-z]),?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F)),
     ("ADDRESS", re.compile(r"(?:\b(?:zip(?:\s*code)?|postal\s+code|post\s*code|pin(?:\s*code)?)(?![A-Za-z])\s*[:：#-]?\s*"
                            r"|(?:邮编|邮政编码|郵遞區號)[\s:：]*)(?P<v>\d{5}(?:-\d{4})?|\d{6}|\d{3}\s?\d{3}|\d{4})(?!\d)", _FI),
      _value, None),
     ("ADDRESS", re.compile(_CN_ADDR, _F), _cn_address, tuple("号號组队組隊栋棟幢座楼樓元层層室户戶")),
-    ("ADDRESS", re.compile(_POSTAL_RULE, _F), _postal_address, None),
+    ("ADDRESS", re.compile(_POSTAL_RULE, _F), _postal_address, re.compile(rf"(?<=[A-Za-z'’-]){_POSTAL}", _F)),
     ("ADDRESS", re.compile(_CN_POSTAL_ADDR, _F), _cn_address, None),
     # -- IP
     ("IP", re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
@@ -1064,6 +1133,8 @@ def _first_chars(pattern: re.Pattern) -> str | None:
                     out.update(range(iav[0], iav[1] + 1))
                 elif iop is C.CATEGORY and iav is C.CATEGORY_DIGIT and pattern.flags & re.ASCII:
                     out.update(range(48, 58))
+                elif iop is C.CATEGORY and iav is C.CATEGORY_SPACE and pattern.flags & re.ASCII:
+                    out.update(map(ord, " \t\n\r\f\v"))
                 else:
                     return None
             return out, False
@@ -1091,7 +1162,7 @@ def _first_chars(pattern: re.Pattern) -> str | None:
         return None  # unknown, can match empty, or too many first characters to help
     first = got[0]
     chars = {chr(c) for c in first}
-    if pattern.flags & re.IGNORECASE:
+    if pattern.flags & re.IGNORECASE or "(?i" in pattern.pattern:  # a scoped (?i:...) counts too
         chars |= {c.swapcase() for c in chars}
     return "".join(re.escape(c) for c in sorted(chars))
 
@@ -1101,7 +1172,8 @@ def _with_first_chars(pattern: re.Pattern) -> re.Pattern:
     return re.compile(f"(?=[{first}])(?:{pattern.pattern})", pattern.flags) if first else pattern
 
 
-_RULES = [(typ, _with_first_chars(p), v, needs) for typ, p, v, needs in _RULES]
+_RULES = [(typ, _with_first_chars(p), v, needs if needs is None or needs.__class__ is tuple else _with_first_chars(needs))
+          for typ, p, v, needs in _RULES]
 _PHONE_PATTERN = _RULES[-1][1]
 _ANY_DIGIT = re.compile(r"\d")
 _DATE_RE = re.compile(_DATE, _FI)
@@ -1141,6 +1213,19 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
             # LAST, First (records, radiology headers): "HOLLOWAY, Jessica", "SANCHEZ, MIGUEL A", "WONG, Siu-ming"
             (re.compile(r"(?<![A-Za-z])(?P<v>[A-Z]{3,}(?:[-'’][A-Z]{2,})?,[ \t]*(?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,})"
                         r"(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.?)(?![A-Za-z]))?)", _F), _caps_surname),
+            # an all-capital surname after a cue: "Patient: ZHOU Mingyuan", "Surname NGUYEN", "Name: MS. POOJA AGARWAL"
+            (re.compile(r"(?i:\b(?:(?P<sur>surname|last\s+name|family\s+name)|patient(?:'s)?\s+name|pt\s+name|name"
+                        r"(?:\s+as\s+(?:per|on)\s+[a-z]+)?|patient|pt)[ \t]*[:：]?[ \t]*)(?:(?:MR|MRS|MS|MISS|DR|MX)\.?[ \t]+)?"
+                        r"(?P<v>[A-Z]{2,}(?:[-'’][A-Z]{2,})?(?: (?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,}(?:-[A-Z]{2,})?)){0,3})"
+                        r"(?![A-Za-z])", _F), _caps_cue_name),
+            # the subject line of a letter or fax: "RE: Ibrahim Al-Sayed"
+            (re.compile(rf"\b(?:RE|Re)[ \t]*:[ \t]*(?P<v>{_NAME_SEQ})", _F), _re_name),
+            # Last, First at a line start before a field separator: "Wapachee, Lorraine | adm ..."
+            (re.compile(r"^[ \t]*(?P<v>[A-Z][a-z]+(?:[-'’][A-Z][a-z]+)?,[ \t]*[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?)"
+                        r"(?=[ \t]*(?:\||\t|[ \t]{2,}\S))", _F | re.MULTILINE), _last_first),
+            # an English cue before a Chinese name: "Patient: 黃嘉欣"
+            (re.compile(rf"(?i:\b(?:patient(?:'s)?\s+name|patient|name)[ \t]*[:：][ \t]*)(?P<s>{sur})(?=(?P<g>[{_HAN_C}]{{1,3}})?)(?P<t>)",
+                        _F), _zh_name, _HAN_TEXT),
             # Hong Kong romanisation in brackets after a Chinese name: "陳大文（CHAN Tai Man）"
             (re.compile(rf"(?<=[{_HAN_C}][（(])(?P<v>[A-Z]{{2,}},?[ \t]+[A-Z][a-z]+(?:[- ][A-Za-z][a-z]+){{0,2}})(?=[)）])", _F),
              _value, _HAN_TEXT),
@@ -1183,6 +1268,9 @@ def _resolve(candidates: list[tuple[int, int, str]]) -> list[tuple[int, int, str
     return kept
 
 
+_LATIN_IN_BRACKETS = re.compile(rf"[（(][ \t]*(?P<v>{_NAME_SEQ}|[A-Z]{{2,}}(?: [A-Z][a-z]+(?:-[A-Za-z][a-z]+)?){{1,3}})[ \t]*[)）]", _F)
+
+
 def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """NAME spans: cue and list rules, then every other occurrence of a found name (and of an English
     surname of 3+ letters) in the text."""
@@ -1198,6 +1286,11 @@ def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple
             span = validate(m, text)
             if span is not None and span[1] > span[0]:
                 found.append((span[0], span[1], "NAME"))
+    if has_han:  # the Latin form in brackets after a Chinese name found: "阮氏蘭（Nguyễn Thị Lan）"
+        for s, e, _ in list(found):
+            if e < len(text) and text[e] in "（(" and "\u4e00" <= text[e - 1] <= "\u9fff":
+                if (b := _LATIN_IN_BRACKETS.match(text, e)) is not None:
+                    found.append((b.start("v"), b.end("v"), "NAME"))
     names = {text[s:e] for s, e, _ in found}
     tokens = {w for n in names for w in n.split() if len(w) >= 3 and w[0].isupper() and w not in _NOT_NAMES}
     for name in names | tokens:  # str.find, not a regex per name: compiling them would churn re's cache
@@ -1215,19 +1308,116 @@ def _name_candidates(text: str, taken: list[tuple[int, int, str]]) -> list[tuple
     return found
 
 
+_FULLWIDTH_DIGIT = re.compile("[\uff10-\uff19]")
+_FULLWIDTH_TABLE = {0xFF10 + i: 0x30 + i for i in range(10)}  # "１３８" -> "138", one character each: offsets stay
+
+# HL7 v2 segments: (segment, field number) -> type; a name field's components up to the prefix (family^given^
+# middle^suffix^prefix), an XCN field's id (a clinician's licence or NPI) and name, each repetition (~) apart
+_HL7_FIELDS = {("PID", 2): "MRN", ("PID", 3): "MRN", ("PID", 4): "MRN", ("PID", 5): "NAME", ("PID", 6): "NAME",
+               ("PID", 7): "DATE", ("PID", 18): "ACCOUNT", ("PID", 19): "ID", ("PID", 29): "DATE",
+               ("NK1", 2): "NAME", ("PV1", 7): "XCN", ("PV1", 8): "XCN", ("PV1", 9): "XCN", ("PV1", 17): "XCN"}
+_HL7_SEGMENT = re.compile(r"(?m)^(PID|NK1|PV1)\|[^\n]*")
+
+
+def _hl7_candidates(text: str) -> list[tuple[int, int, str]]:
+    out = []
+    for seg in _HL7_SEGMENT.finditer(text):
+        name, pos = seg.group(1), seg.start()
+        for i, field in enumerate(seg.group().split("|")):
+            typ = _HL7_FIELDS.get((name, i))
+            if typ and field.strip("^~ "):
+                rpos = pos
+                for rep in field.split("~"):
+                    comps = rep.split("^")
+                    if typ == "NAME":
+                        parts = comps[:5]
+                    elif typ == "XCN":
+                        if any(c.isdigit() for c in comps[0]):
+                            out.append((rpos, rpos + len(comps[0]), "LICENSE"))
+                        parts, rpos2 = comps[1:6], rpos + len(comps[0]) + 1
+                        while parts and not parts[-1]:
+                            parts.pop()
+                        if parts and any(p.strip() for p in parts):
+                            out.append((rpos2, rpos2 + len("^".join(parts)), "NAME"))
+                        rpos += len(rep) + 1
+                        continue
+                    else:
+                        parts = comps[:1]
+                    while parts and not parts[-1]:
+                        parts.pop()
+                    value = "^".join(parts)
+                    if value.strip() and (typ == "NAME" or any(c.isdigit() for c in value)):
+                        out.append((rpos, rpos + len(value), typ))
+                    rpos += len(rep) + 1
+            pos += len(field) + 1
+    return out
+
+
+# a CSV header of field names, then its rows: a column named for an identifier holds one in each row
+_CSV_HEADER = re.compile(r"(?m)^[ \t]*[A-Za-z][A-Za-z_ ./]*(?:,[ \t]*[A-Za-z][A-Za-z_ ./]*){2,}[ \t]*$")
+_CSV_COLUMNS = (
+    (re.compile(r"(?:mrn|urn?|hn|uhid|patient_?id|pt_?id|record(?:_?(?:no|number))?|chart(?:_?(?:no|number))?|"
+                r"hosp(?:ital)?_?(?:no|number|id))"), "MRN"),
+    (re.compile(r"(?:(?:patient_?|pt_?)?(?:name|last|first|surname|forename|given|middle)(?:_?name)?|family_?name|"
+                r"last_?name|first_?name|given_?names?|patient|pt)"), "NAME"),
+    (re.compile(r"(?:dob|d_?o_?b|birth(?:_?date)?|date_?of_?birth|birthdate|adm(?:it|ission)?(?:_?(?:dt|date))?|"
+                r"disch(?:arge)?(?:_?(?:dt|date))?|dc_?(?:dt|date)|dod|death(?:_?date)?|date_?of_?death)"), "DATE"),
+    (re.compile(r"(?:ssn|nhs(?:_?(?:no|number))?|national_?id)"), "ID"),
+    (re.compile(r"(?:phone|tel|telephone|mobile|cell|fax)(?:_?(?:no|number))?"), "PHONE"),
+)
+
+
+def _csv_candidates(text: str) -> list[tuple[int, int, str]]:
+    out = []
+    for head in _CSV_HEADER.finditer(text):
+        cols = []
+        for c in head.group().split(","):
+            key = re.sub(r"[ ./]+", "_", c.strip().lower())
+            cols.append(next((t for pat, t in _CSV_COLUMNS if pat.fullmatch(key)), None))
+        if not any(cols):
+            continue
+        pos = head.end() + 1
+        while pos < len(text):
+            end = text.find("\n", pos)
+            end = len(text) if end < 0 else end
+            fields = text[pos:end].split(",")
+            if len(fields) != len(cols):
+                break
+            fpos = pos
+            for f, typ in zip(fields, cols):
+                v = f.strip()
+                if typ and v:
+                    s = fpos + f.index(v)
+                    ok = (any(c.isalpha() for c in v) if typ == "NAME" else
+                          _date_ok(v) and _DATE_RE.fullmatch(v) is not None if typ == "DATE" else
+                          sum(c.isdigit() for c in v) >= 3)
+                    if ok:
+                        out.append((s, s + len(v), typ))
+                fpos += len(f) + 1
+            pos = end + 1
+    return out
+
+
 def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
     """The PHI spans in `text`, non-overlapping and sorted by start. `types` (names from PHI_TYPES, or
     None for all) filters the result; spans are resolved over all types first (see the module doc)."""
     wanted = _check_types(types)
     if not text:
         return []
+    orig = text
+    if not text.isascii() and _FULLWIDTH_DIGIT.search(text):
+        text = text.translate(_FULLWIDTH_TABLE)
     has_digit = _ANY_DIGIT.search(text) is not None
     lower = text.lower()
     candidates: list[tuple[int, int, str]] = []
     for typ, pattern, validate, needs in _RULES:
-        if needs is not None and not any(n in lower for n in needs):
-            continue
-        if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE", "DATE"):
+        if needs is not None:  # strings of which the text must hold one, or a cheaper pattern that must match
+            if needs.__class__ is tuple:
+                if not any(n in lower for n in needs):
+                    continue
+            elif needs.search(text) is None:
+                continue
+        if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE", "DATE") and needs is not _NO_DIGIT_NEEDED:
             continue  # every other rule needs a digit
         for m in pattern.finditer(text):
             if pattern is _PHONE_PATTERN and any(s <= m.start() and m.end() <= e and _PRIORITY[t] < _PRIORITY["PHONE"]
@@ -1238,13 +1428,17 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
                 if typ == "PHONE" and (ext := _EXTENSION.match(text, span[1])):
                     span = (span[0], ext.end())
                 candidates.append((span[0], span[1], typ))
+    if "|" in text and ("PID|" in text or "PV1|" in text or "NK1|" in text):
+        candidates += _hl7_candidates(text)
+    if "," in text and "\n" in text:
+        candidates += _csv_candidates(text)
     names = _name_candidates(text, [])
     if has_digit:  # a bare age right after a name: "Gordon MacIsaac, 93, lives ..."
         for _, e, _ in names:
             if (a := _AGE_AFTER_NAME.match(text, e)) and 90 <= int(a.group(1)) <= 125:
                 candidates.append((a.start(1), a.end(1), "AGE"))
     kept = _resolve(candidates + names)
-    return [Span(s, e, t, text[s:e]) for s, e, t in kept if t in wanted]
+    return [Span(s, e, t, orig[s:e]) for s, e, t in kept if t in wanted]
 
 
 # --------------------------------------------------------------------------- replacing
