@@ -593,7 +593,7 @@ def test_first_character_hints_do_not_change_matches():
     notes = (Path(__file__).resolve().parents[1] / "bench" / "data" / "deid_notes.txt").read_text(encoding="utf-8")
     corpus = [notes, MIXED, "Ph: 604-555-0127; 车牌号粤B·D12345; Client IP 138.218.47.187; 身分證字號：A123456789"]
     hinted = 0
-    for _, pattern, _, _ in deid._RULES:
+    for _, pattern, _, _, _ in deid._RULES:
         if not pattern.pattern.startswith("(?=["):
             continue
         hinted += 1
@@ -601,6 +601,32 @@ def test_first_character_hints_do_not_change_matches():
         for text in corpus:
             assert [m.span() for m in pattern.finditer(text)] == [m.span() for m in plain.finditer(text)], plain.pattern
     assert hinted >= 20
+
+
+def test_literal_gates_hold_every_match():
+    """A rule is skipped when the lower-cased text holds none of its literal beginnings: every match must
+    start with one of them (keyword variants, case, optional parts, Chinese keywords)."""
+    from pathlib import Path
+
+    from medtune.data import deid
+
+    data = Path(__file__).resolve().parents[1] / "bench" / "data"
+    corpus = [(data / "deid_notes.txt").read_text(encoding="utf-8"), MIXED,
+              "MEDICARE NO: 1EG4-TE5-MK73; Policy#: W123456789; d/c 12/03/2024; B. 3 Jan 1950; 年龄：九十二岁；"
+              "S/N: AB12345; Account No. 12345678; Driver's Licence: D1234567; 邮编 100020; 北京市朝阳区建国路88号"]
+    gated = 0
+    for _, pattern, _, _, gate in deid._RULES:
+        if gate is None:
+            continue
+        gated += 1
+        prefixes = deid._literal_prefixes(pattern)
+        for text in corpus:
+            low = text.lower()
+            for m in pattern.finditer(text):
+                assert any(low.startswith(p, m.start()) for p in prefixes), (pattern.pattern[:60], m.group())
+    assert gated >= 10
+    assert deid._literal_prefixes(re.compile(r"\b(?:MRN|UR(?=\d)|hosp\.?\s*no)", re.I)) == ["hosp", "mrn", "ur"]
+    assert deid._literal_prefixes(re.compile(r"[A-Z]{2}\d+")) is None  # no literal beginning: no gate
 
 
 # --------------------------------------------------------------------------- generalisation fixes (issue 14, set B)

@@ -249,11 +249,14 @@ _FILL_CN = r"(?:\s*(?:No\.?\s*)?(?:[(（][A-Za-z]{1,4}[)）])?\s*[:：#=]?\s*(?:
 
 _NUM_WORD = r"(?:number|no\.?|nr\.?|#|ID)"
 _KW_END = r"(?:(?<=#)|(?![A-Za-z]))"  # a word keyword must not run into letters; "Policy #W123" may
+# a hospital's initials before No.: "RXH No.", "QEH number"
+_HOSP_NO = (r"(?-i:H(?:(?<=(?<![A-Za-z])[A-Z]H)|(?<=(?<![A-Za-z])[A-Z]{2}H)|(?<=(?<![A-Za-z])[A-Z]{3}H)))(?=\s)"
+            rf"\s+(?:no\.?|number|#){_KW_END}{_FILL}")
 _MRN_KW = (r"(?:\b(?:MRN|M\.R\.N\.?|MR\s*#|UR\s*(?:number|no\.?)|hosp\.?\s*(?:number|no\.?)|"
            r"(?:medical|hospital|health)\s+record(?:\s+(?:number|no\.?|#))?|med\s*rec(?:ord)?\s*(?:no\.?|#)|"
            r"record\s+(?:number|no\.?)|(?:patient|pt\.?)\s+(?:ID|identifier|number|no\.?|#)|"
            r"hospital\s+(?:number|no\.?|ID|#)|chart\s*(?:#|number|no\.?)|case\s+(?:number|no\.?)|"
-           r"admission\s+(?:number|no\.?)|enc(?:ounter)?\.?\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|(?-i:UR)(?=\s*[:#]?\s*(?-i:[A-Z])?\d)|reg(?:istration)?\.?\s*ID|(?-i:[A-Z]{1,4}H)(?=\s+(?:no\.?|number|#))\s+(?:no\.?|number|#)|HN\s*(?:no\.?|number|#)|"
+           r"admission\s+(?:number|no\.?)|enc(?:ounter)?\.?\s*(?:number|no\.?|ID|#)|accession\s+(?:number|no\.?)|UHID|URN|UR\s*no\.?|(?-i:UR)(?=\s*[:#]?\s*(?-i:[A-Z])?\d)|reg(?:istration)?\.?\s*ID|HN\s*(?:no\.?|number|#)|"
            r"CR\s*(?:no\.?|number|#)|IP\s*(?:no\.?|number|#)|OP\s*(?:no\.?|number|#)|IPD\s*(?:no\.?|#)|OPD\s*(?:no\.?|#)|"
            r"acct/MRN|case\s+ID|visit\s+(?:number|no\.?|ID)|FIN)"
            rf"{_KW_END}{_FILL}"
@@ -304,7 +307,7 @@ _AU_STATES = r"(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT)"
 _SEP = r"(?:,[ \t]*|[ \t]+)"
 _POSTAL = (rf"(?:{_SEP}{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?|{_SEP}{_UK_PC}|{_SEP}(?:{_CA_PROV}{_SEP})?{_CA_PC}"
            rf"|{_SEP}{_AU_STATES}{_SEP}\d{{4}}|{_SEP}(?:-\s*)?\d{{6}}|{_SEP}\d{{3}}\s\d{{3}})(?![A-Za-z0-9])")
-_POSTAL_RULE = rf"(?<![A-Za-z'’-])(?P<city>(?-i:[A-Z][a-z][A-Za-z'’-]*(?:[ \t]+[A-Z][a-z][A-Za-z'’-]*){{0,2}})){_POSTAL}"
+_POSTAL_RULE = rf"(?P<city>[A-Z](?<![A-Za-z'’-][A-Z])(?-i:[a-z][A-Za-z'’-]*(?:[ \t]+[A-Z][a-z][A-Za-z'’-]*){{0,2}})){_POSTAL}"
 _ADDR_START = re.compile(r"(?:\d|#|[A-Z]{1,2}-\d|sector\b|(?:flat|apt|apartment|unit|suite|studio|h\.?\s?no|house|plot|door|p\.?\s?o\.?|"
                          r"building|bldg|floor|level|lot)\b)", re.IGNORECASE)
 _SENTENCE_STOP = re.compile(r"(?<!Apt)(?<!Ste)(?<!St)(?<!Rd)(?<!No)(?<!Dr)(?<!Ave)(?<!Ln)(?<!Blvd)(?<!Bldg)"
@@ -703,7 +706,8 @@ _NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?: (?:{_PARTICLE} ){{0,2}}{_NAME_TOKEN}){{0,3}
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr|Smt|Shri|Sri|Kum)"
 def _trie(words: Iterable[str]) -> str:
     """One regex for a list of literal words, as a trie: Python's `re` tries the branches of an alternation
-    one by one, so a hundred cue words cost a hundred tries at each word start; a trie costs a few."""
+    one by one, so a hundred cue words cost a hundred tries at each word start; a trie costs a few. A space
+    in a word matches any run of white space."""
     tree: dict = {}
     for w in words:
         node = tree
@@ -712,7 +716,7 @@ def _trie(words: Iterable[str]) -> str:
         node[""] = {}
 
     def emit(node: dict) -> str:
-        alts = [re.escape(ch) + emit(node[ch]) for ch in sorted(k for k in node if k)]
+        alts = [(r"\s+" if ch == " " else re.escape(ch)) + emit(node[ch]) for ch in sorted(k for k in node if k)]
         if not alts:
             return ""
         body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
@@ -729,20 +733,24 @@ _CUE_WORDS = _trie((
     "friend neighbor neighbour fiance fiancee fiancé fiancée landlord landlady flatmate housemate spr registrar sho "
     "fy1 fy2 intern pharmacist midwife physio physiotherapist dietitian interpreter chaplain constable officer "
     "paramedic claimant veteran widow widower sincerely regards prescriber attending ordering surname forename forenames "
-    "applicant dad mum mom grandma grandpa").split())
+    "applicant dad mum mom grandma grandpa").split()
+    + ["patient name", "patient's name", "pt name", "electronically signed by", "attending physician", "next of kin",
+       "emergency contact", "contact person", "family physician", "social worker", "ordering physician",
+       "ordering provider", "ordering clinician", "ordering doctor", "wife of", "son of", "daughter of", "husband of"]
+    + [f"{a} {b}" for a in ("first", "given", "last", "family", "middle") for b in ("name", "names")])
 # verbs before "by": "seen by", "brought by"
 _BY_VERBS = _trie((
     "seen reviewed screened brought called accompanied escorted dictated transcribed prescribed verified checked "
     "authorised authorized approved examined assessed interpreted performed reported collected consented visited "
     "referred signed witnessed ordered requested").split())
-_EN_CUE = (r"(?:\b(?:patient(?:'s)?\s+name|pt\s+name|electronically\s+signed\s+by|attending\s+physician|"
-           r"next\s+of\s+kin|emergency\s+contact|(?:first|given|last|family|middle)\s+names?|(?:driver|rider)(?=\s*[:：])|name\s+as\s+(?:per|on)\s+[A-Za-z]+|contact\s+person|family\s+physician|social\s+worker|"
-           r"ordering\s+(?:physician|provider|clinician|doctor)|(?:wife|son|daughter|husband)\s+of|contact(?=\s*:)|"
-           r"(?<![\w,] )(?<!\w)(?-i:I),|[WSDC]/o|"
+_TITLE_TRIE = _trie("Dr Mr Mrs Ms Miss Mx Prof Professor Nurse Sister Sr Smt Shri Sri Kum".split())
+# the cue tries first, the rarer forms after them: at most word starts each branch fails on its first letter
+_EN_CUE = (r"(?:\b(?:" + _CUE_WORDS + r"(?:\s+as\s+(?:per|on)\s+[A-Za-z]+)?|"
            r"(?:" + _BY_VERBS + r"|brought\s+in|discussed\s+with|handed\s+over\s+to)\s+by"
-           r"(?:\s+(?-i:(?:[a-z]+|pt's|patient's)\s+){0,3})?|" + _CUE_WORDS + r")"
-           r"(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE + r"\.?[ \t]+)?"
-           r"|\b" + _TITLE + r"\.?[ \t]+)")
+           r"(?:\s+(?-i:(?:[a-z]+|pt's|patient's)\s+){0,3})?|"
+           r"(?:driver|rider)(?=\s*[:：])|contact(?=\s*:)|[WSDC]/o|(?-i:I)(?<![\w,] I)(?<!\wI),)"
+           r"(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE_TRIE + r"\.?[ \t]+)?"
+           r"|\b" + _TITLE_TRIE + r"\.?[ \t]+)")
 _HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨男女岁歲年月日院诊診科室床号號"
                            "患病者人员員性别別无無有未已曾经經现現既往体體状狀况況行签簽字名同意陪代述称稱讲講之送带帶随隨给給跟把将")
 _ZH_CUE = (r"(?:申请人|申請人|个案|個案|姓名|病人姓名|患者姓名|病患姓名|病患|患者|病人|家属|家屬|联系人|聯絡人|紧急联系人|緊急聯絡人|签名|簽名|医生签名|醫師簽名|"
@@ -1008,6 +1016,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
      _id_keyword, None),
     # -- MRN, INSURANCE, DATE, AGE: keyword then value
     ("MRN", re.compile(_MRN_KW + _VALUE, _FI), _keyword_value, None),
+    ("MRN", re.compile(_HOSP_NO + _VALUE, _FI), _keyword_value, None),
     ("INSURANCE", re.compile(_INS_KW + r"(?:(?-i:[A-Z][a-z][A-Za-z]*)\s+)?" + _VALUE, _FI), _keyword_value, None),
     ("DATE", re.compile(rf"{_DOB_KW}(?P<v>{_DATE}|(?<!\d)1[01]\d/{_M}/{_D}(?!\d)"
                         rf"|(?<!\d)\d{{1,2}} \d{{1,2}} (?:19|20)\d\d(?!\d))", _FI), _dob, None),
@@ -1027,7 +1036,7 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("AGE", re.compile(r"(?<![一二三四五六七八九十百零])(?P<v>九十[一二三四五六七八九]?|一百(?:零[一二三四五六七八九]|一?十[一二三四五六七八九]?"
                        r"|二十[一二三四五]?)?)(?=\s*(?:周岁|岁|歲|週歲))", _F), _value, _NO_DIGIT_NEEDED),
     # -- ACCOUNT
-    ("ACCOUNT", re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _F),
+    ("ACCOUNT", re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _F),
      lambda m, t: m.span() if is_valid_iban(m.group()) else None, None),
     ("ACCOUNT", re.compile(r"(?<![\w-])\d{4}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}(?![\w-])"
                            r"|(?<![\w-])3[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\w-])", _F), _card, None),
@@ -1069,9 +1078,9 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9]){_UK_PC}(?![A-Za-z0-9])", _F), _whole, None),
     ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9])(?!E[1-4] ?V[1-5] ?M[1-6])(?!E[1-4]V[1-5]M[1-6]){_CA_PC}(?![A-Za-z0-9])", _F),
      _whole, None),
-    ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
+    ("ADDRESS", re.compile(rf"[A-Z](?<![A-Za-z0-9_][A-Z])[a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
      _whole, re.compile(rf"(?<=[A-Za-z]),\s*{_US_STATES}\s+\d{{5}}", _F)),
-    ("ADDRESS", re.compile(rf"\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole,
+    ("ADDRESS", re.compile(rf"[A-Z](?<![A-Za-z0-9_][A-Z])[a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole,
      re.compile(rf"(?<=[A-Za-z]),?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F)),
     ("ADDRESS", re.compile(r"(?:\b(?:zip(?:\s*code)?|postal\s+code|post\s*code|pin(?:\s*code)?)(?![A-Za-z])\s*[:：#-]?\s*"
                            r"|(?:邮编|邮政编码|郵遞區號)[\s:：]*)(?P<v>\d{5}(?:-\d{4})?|\d{6}|\d{3}\s?\d{3}|\d{4})(?!\d)", _FI),
@@ -1092,6 +1101,65 @@ _PHONE_PATTERN = _RULES[-1][1]
 
 
 # --------------------------------------------------------------------------- scanning speed
+
+def _literal_prefixes(pattern: re.Pattern, k: int = 4, cap: int = 2000) -> list[str] | None:
+    """Lower-case strings of which every match of `pattern` starts with one (its literal beginnings, up to `k`
+    characters, through alternations and optional parts), or None when some match may start with fewer than
+    2 literal characters or there are too many. A text (lower-cased) holding none of them has no match."""
+    try:
+        from re import _constants as C
+        from re import _parser as P
+    except ImportError:  # Python 3.10
+        try:
+            import sre_constants as C  # noqa: N812
+            import sre_parse as P  # noqa: N812
+        except ImportError:
+            return None
+
+    class Unknown(Exception):
+        pass
+
+    def extend(cur: list[tuple[str, bool]], items) -> list[tuple[str, bool]]:
+        """cur: (prefix, still open) pairs; the pairs after the items."""
+        for op, av in items:
+            if not any(o for _, o in cur):
+                return cur
+            if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+                continue
+            if op is C.LITERAL:
+                cur = [(p + chr(av).lower(), len(p) + 1 < k) if o else (p, o) for p, o in cur]
+            elif op is C.IN and len(av) <= 4 and all(iop is C.LITERAL for iop, _ in av):
+                cur = [(p + chr(c).lower(), len(p) + 1 < k) for p, o in cur if o for _, c in av] + [x for x in cur if not x[1]]
+            elif op is C.BRANCH:
+                out = []
+                for branch in av[1]:
+                    out += extend(cur, branch)
+                cur = out
+            elif op is C.SUBPATTERN:
+                cur = extend(cur, av[-1])
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT):
+                lo, hi, sub = av
+                went = extend(cur, sub)
+                if hi != 1:
+                    went = [(p, False) for p, _ in went]
+                cur = (cur + went) if lo == 0 else went
+            else:
+                cur = [(p, False) for p, _ in cur]
+            cur = list(dict.fromkeys(cur))
+            if len(cur) > cap:
+                raise Unknown
+        return cur
+
+    try:
+        got = extend([("", True)], P.parse(pattern.pattern, pattern.flags))
+    except Exception:
+        return None
+    strings = {p for p, _ in got}
+    if not strings or min(len(p) for p in strings) < 2:
+        return None
+    # a string holding a shorter one adds nothing
+    return sorted(p for p in strings if not any(q != p and q in p for q in strings))
+
 
 def _first_chars(pattern: re.Pattern) -> str | None:
     """The characters a match of `pattern` can start with, as a character-class body, or None when that is
@@ -1168,12 +1236,21 @@ def _first_chars(pattern: re.Pattern) -> str | None:
 
 
 def _with_first_chars(pattern: re.Pattern) -> re.Pattern:
+    if re.match(r"\(\?P<\w+>\[|\[", pattern.pattern) and not pattern.flags & re.IGNORECASE:
+        return pattern  # starts by consuming a character class: re scans for its set by itself, faster than a look-ahead
     first = _first_chars(pattern)
     return re.compile(f"(?=[{first}])(?:{pattern.pattern})", pattern.flags) if first else pattern
 
 
-_RULES = [(typ, _with_first_chars(p), v, needs if needs is None or needs.__class__ is tuple else _with_first_chars(needs))
-          for typ, p, v, needs in _RULES]
+def _gate(pattern: re.Pattern) -> re.Pattern | None:
+    """A scan of the lower-cased text for the pattern's literal beginnings (a trie), or None: when it finds
+    none the pattern cannot match, and a scan for literals is far cheaper than the rule's own."""
+    pre = _literal_prefixes(pattern)
+    return re.compile(_trie(pre)) if pre else None
+
+
+_RULES = [(typ, _with_first_chars(p), v, needs if needs is None or needs.__class__ is tuple else _with_first_chars(needs),
+           _gate(p)) for typ, p, v, needs in _RULES]
 _PHONE_PATTERN = _RULES[-1][1]
 _ANY_DIGIT = re.compile(r"\d")
 _DATE_RE = re.compile(_DATE, _FI)
@@ -1205,24 +1282,25 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
         sur = _zh_surname_alt()
         _NAME_RULES.extend((_with_first_chars(r[0]), r[1], r[2] if len(r) > 2 else None) for r in [
             (re.compile(_EN_CUE + rf"(?P<v>{_NAME_SEQ})", _FI), _en_cue_name),
-            (re.compile(r"(?<![A-Za-z])(?P<f>[A-Z][a-z]{2,})(?=(?:[ \t]+[A-Z]\.)?(?:[ \t](?P<mid>[A-Z][a-z]+))?[ \t]+"
+            (re.compile(r"(?P<f>[A-Z](?<![A-Za-z][A-Z])[a-z]{2,})(?=(?:[ \t]+[A-Z]\.)?(?:[ \t](?P<mid>[A-Z][a-z]+))?[ \t]+"
                         r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z]))", _F), _listed_name),
             # capitalised words before a credential ("T. Alvarez, PharmD") or a demographic / record field
             # ("Nguyen Van Minh, 62,", "Fatima Al-Zahrani, 90 y/o", "Wei Zhang, PHN ...")
             (re.compile(rf"(?<=[A-Za-z.]){_NAME_AFTER}", _F), _name_before_field),
             # LAST, First (records, radiology headers): "HOLLOWAY, Jessica", "SANCHEZ, MIGUEL A", "WONG, Siu-ming"
-            (re.compile(r"(?<![A-Za-z])(?P<v>[A-Z]{3,}(?:[-'’][A-Z]{2,})?,[ \t]*(?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,})"
+            (re.compile(r"(?P<v>[A-Z](?<![A-Za-z][A-Z])[A-Z]{2,}(?:[-'’][A-Z]{2,})?,[ \t]*(?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,})"
                         r"(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.?)(?![A-Za-z]))?)", _F), _caps_surname),
             # an all-capital surname after a cue: "Patient: ZHOU Mingyuan", "Surname NGUYEN", "Name: MS. POOJA AGARWAL"
-            (re.compile(r"(?i:\b(?:(?P<sur>surname|last\s+name|family\s+name)|patient(?:'s)?\s+name|pt\s+name|name"
-                        r"(?:\s+as\s+(?:per|on)\s+[a-z]+)?|patient|pt)[ \t]*[:：]?[ \t]*)(?:(?:MR|MRS|MS|MISS|DR|MX)\.?[ \t]+)?"
+            (re.compile(r"(?i:\b(?:(?P<sur>" + _trie(["surname", "last name", "family name"]) + r")|"
+                        + _trie(["patient name", "patient's name", "pt name", "name", "patient", "pt"]) +
+                        r"(?:\s+as\s+(?:per|on)\s+[a-z]+)?)[ \t]*[:：]?[ \t]*)(?:(?:MR|MRS|MS|MISS|DR|MX)\.?[ \t]+)?"
                         r"(?P<v>[A-Z]{2,}(?:[-'’][A-Z]{2,})?(?: (?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,}(?:-[A-Z]{2,})?)){0,3})"
                         r"(?![A-Za-z])", _F), _caps_cue_name),
             # the subject line of a letter or fax: "RE: Ibrahim Al-Sayed"
             (re.compile(rf"\b(?:RE|Re)[ \t]*:[ \t]*(?P<v>{_NAME_SEQ})", _F), _re_name),
             # Last, First at a line start before a field separator: "Wapachee, Lorraine | adm ..."
             (re.compile(r"^[ \t]*(?P<v>[A-Z][a-z]+(?:[-'’][A-Z][a-z]+)?,[ \t]*[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?)"
-                        r"(?=[ \t]*(?:\||\t|[ \t]{2,}\S))", _F | re.MULTILINE), _last_first),
+                        r"(?=[ \t]*(?:\||\t|[ \t]{2,}\S))", _F | re.MULTILINE), _last_first, ("|", "\t", "  ")),
             # an English cue before a Chinese name: "Patient: 黃嘉欣"
             (re.compile(rf"(?i:\b(?:patient(?:'s)?\s+name|patient|name)[ \t]*[:：][ \t]*)(?P<s>{sur})(?=(?P<g>[{_HAN_C}]{{1,3}})?)(?P<t>)",
                         _F), _zh_name, _HAN_TEXT),
@@ -1410,7 +1488,9 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
     has_digit = _ANY_DIGIT.search(text) is not None
     lower = text.lower()
     candidates: list[tuple[int, int, str]] = []
-    for typ, pattern, validate, needs in _RULES:
+    for typ, pattern, validate, needs, gate in _RULES:
+        if gate is not None and gate.search(lower) is None:
+            continue
         if needs is not None:  # strings of which the text must hold one, or a cheaper pattern that must match
             if needs.__class__ is tuple:
                 if not any(n in lower for n in needs):
