@@ -748,7 +748,7 @@ _TITLE_TRIE = _trie("Dr Mr Mrs Ms Miss Mx Prof Professor Nurse Sister Sr Smt Shr
 _EN_CUE = (r"(?:\b(?:" + _CUE_WORDS + r"(?:\s+as\s+(?:per|on)\s+[A-Za-z]+)?|"
            r"(?:" + _BY_VERBS + r"|brought\s+in|discussed\s+with|handed\s+over\s+to)\s+by"
            r"(?:\s+(?-i:(?:[a-z]+|pt's|patient's)\s+){0,3})?|"
-           r"(?:driver|rider)(?=\s*[:：])|contact(?=\s*:)|[WSDC]/o|(?-i:I)(?<![\w,] I)(?<!\wI),)"
+           r"(?:driver|rider)(?=\s*[:：])|contact(?=\s*:)|re(?=\s*:)|[WSDC]/o|(?-i:I)(?<![\w,] I)(?<!\wI),)"
            r"(?:\s*\([^)\n]{0,20}\))?\s*[:：,\-–]?[ \t]*(?:" + _TITLE_TRIE + r"\.?[ \t]+)?"
            r"|\b" + _TITLE_TRIE + r"\.?[ \t]+)")
 _HAN_NAME_STOP = frozenset("因于於在是的了和与與及等为為被将對对从從向到入出来來去说說诉訴述主自今昨男女岁歲年月日院诊診科室床号號"
@@ -773,6 +773,10 @@ _HAN_C = "\u4e00-\u9fff"
 
 def _en_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
     """Capitalised words after a name cue, without the not-a-name words at either end."""
+    if m.group("v") is None:
+        return _caps_cue_name(m, text)
+    if _RE_CUE.match(text, m.start()):
+        return _re_name(m, text)
     words = m.group("v").split()
     if words and (words[0].strip(".,") in _NOT_NAMES_AFTER_CUE or words[0].strip(".,").lower().endswith(_SPECIALTY_END)):
         return None
@@ -877,12 +881,20 @@ _CAPS_STOP = _CAPS_NOT_SURNAME | frozenset("DOB AGE SEX MRN HKID NHS ID UR URN D
                                            "WITH YES IS WAS HAS".split())
 
 
+_CAPS_CUE = re.compile(r"(?:(?P<sur>surname|last\s+name|family\s+name)|patient(?:'s)?\s+name|pt\s+name|"
+                       r"name(?:\s+as\s+(?:per|on)\s+[a-z]+)?|patient|pt)\s*(?P<colon>[:：])?[ \t]*"
+                       r"(?:(?:mr|mrs|ms|miss|dr|mx)\.?[ \t]+)?", re.IGNORECASE)
+_RE_CUE = re.compile(r"re\s*:", re.IGNORECASE)
+
+
 def _caps_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
-    """An all-capital surname after a name cue, with given names in capitals or title case ("Patient: ZHOU
-    Mingyuan", "Name: MS. POOJA AGARWAL"); one word alone only after a surname cue ("Surname NGUYEN")."""
-    if not m.group("sur") and ":" not in m.group() and "：" not in m.group():
-        return None  # "Patient NOT FOR CPR": without a colon only a surname cue
-    words = m.group("v").split(" ")
+    """An all-capital surname after a name cue (patient, name, surname), with given names in capitals or title
+    case ("Patient: ZHOU Mingyuan", "Name: MS. POOJA AGARWAL"); one word alone only after a surname cue
+    ("Surname NGUYEN"), and after the others only with a colon ("Patient NOT FOR CPR" is not a name)."""
+    cue = _CAPS_CUE.fullmatch(text, m.start(), m.start("caps"))
+    if cue is None or not (cue.group("sur") or cue.group("colon")):
+        return None
+    words = m.group("caps").split(" ")
     kept = []
     for w in words:
         if w in _CAPS_STOP:
@@ -890,9 +902,9 @@ def _caps_cue_name(m: re.Match, text: str) -> tuple[int, int] | None:
         kept.append(w)
     if not kept:
         return None
-    if len(kept) == 1 and not m.group("sur"):
+    if len(kept) == 1 and not cue.group("sur"):
         return None
-    start = m.start("v")
+    start = m.start("caps")
     return start, start + len(" ".join(kept))
 
 
@@ -1281,7 +1293,9 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
     if not _NAME_RULES:
         sur = _zh_surname_alt()
         _NAME_RULES.extend((_with_first_chars(r[0]), r[1], r[2] if len(r) > 2 else None) for r in [
-            (re.compile(_EN_CUE + rf"(?P<v>{_NAME_SEQ})", _FI), _en_cue_name),
+            # after a cue: a name, or an all-capital surname ("Patient: ZHOU Mingyuan", "Surname NGUYEN")
+            (re.compile(_EN_CUE + rf"(?:(?P<v>{_NAME_SEQ})|(?P<caps>(?-i:[A-Z]{{2,}}(?:[-'’][A-Z]{{2,}})?"
+                        r"(?: (?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,}(?:-[A-Z]{2,})?)){0,3}))(?![A-Za-z]))", _FI), _en_cue_name),
             (re.compile(r"(?P<f>[A-Z](?<![A-Za-z][A-Z])[a-z]{2,})(?=(?:[ \t]+[A-Z]\.)?(?:[ \t](?P<mid>[A-Z][a-z]+))?[ \t]+"
                         r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z]))", _F), _listed_name),
             # capitalised words before a credential ("T. Alvarez, PharmD") or a demographic / record field
@@ -1290,14 +1304,6 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
             # LAST, First (records, radiology headers): "HOLLOWAY, Jessica", "SANCHEZ, MIGUEL A", "WONG, Siu-ming"
             (re.compile(r"(?P<v>[A-Z](?<![A-Za-z][A-Z])[A-Z]{2,}(?:[-'’][A-Z]{2,})?,[ \t]*(?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,})"
                         r"(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.?)(?![A-Za-z]))?)", _F), _caps_surname),
-            # an all-capital surname after a cue: "Patient: ZHOU Mingyuan", "Surname NGUYEN", "Name: MS. POOJA AGARWAL"
-            (re.compile(r"(?i:\b(?:(?P<sur>" + _trie(["surname", "last name", "family name"]) + r")|"
-                        + _trie(["patient name", "patient's name", "pt name", "name", "patient", "pt"]) +
-                        r"(?:\s+as\s+(?:per|on)\s+[a-z]+)?)[ \t]*[:：]?[ \t]*)(?:(?:MR|MRS|MS|MISS|DR|MX)\.?[ \t]+)?"
-                        r"(?P<v>[A-Z]{2,}(?:[-'’][A-Z]{2,})?(?: (?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,}(?:-[A-Z]{2,})?)){0,3})"
-                        r"(?![A-Za-z])", _F), _caps_cue_name),
-            # the subject line of a letter or fax: "RE: Ibrahim Al-Sayed"
-            (re.compile(rf"\b(?:RE|Re)[ \t]*:[ \t]*(?P<v>{_NAME_SEQ})", _F), _re_name),
             # Last, First at a line start before a field separator: "Wapachee, Lorraine | adm ..."
             (re.compile(r"^[ \t]*(?P<v>[A-Z][a-z]+(?:[-'’][A-Z][a-z]+)?,[ \t]*[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?)"
                         r"(?=[ \t]*(?:\||\t|[ \t]{2,}\S))", _F | re.MULTILINE), _last_first, ("|", "\t", "  ")),
