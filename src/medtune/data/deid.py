@@ -809,11 +809,14 @@ def _listed_name(m: re.Match, text: str) -> tuple[int, int] | None:
 
 _CREDENTIALS = _trie("MD DO RN NP PA-C PharmD MBBS MBChB FRCP FRCS FRACP FRCPC FRACGP MRCP MRCGP DNP APRN CNS LPN BSN "
                       "MSN DDS PhD RPh CNM CRNA LCSW MSW RD DPM ND".split())
-_NAME_AFTER = (rf"(?:,?[ \t]+(?:{_CREDENTIALS})\b|,[ \t]*(?:{_CREDENTIALS}|pharmacist|nurse|physician|midwife|registrar|"
-               r"consultant|physiotherapist|dietitian|social\s+worker)\b"
-               r"|[ \t]*,[ \t]*(?:\d{1,3}[ \t]*(?:y(?:rs?|ears?)?\b|yo\b|y/o|/?[ \t]?[MF]\b|,|\.(?!\d))"
-               r"|(?:DOB|DOA|D\.O\.B|MRN|UHID|NHS|PHN|IHI|URN?|CR\s+No|IP\s+No|Hosp|born|b\.|aged?|age)\b)"
-               r"|[ \t]+\d{1,3}[ \t]?/?(?-i:[MF])(?![\w°]))")
+_FIELD_AFTER = (r"(?:\d{1,3}[ \t]*(?:y(?:rs?|ears?)?\b|yo\b|y/o|/?[ \t]?[MF]\b|,|\.(?!\d))"
+                r"|(?:DOB|DOA|D\.O\.B|MRN|UHID|NHS|PHN|IHI|URN?|CR\s+No|IP\s+No|Hosp|born|b\.|aged?|age)\b)")
+# what follows a name, from its first character (a comma, a space or a tab, consumed so that re scans for those
+# characters by itself): a credential, a role after a comma, a demographic or record field after a comma, an
+# age and sex ("63M")
+_NAME_AFTER = (rf"[ \t,](?<=[A-Za-z.][ \t,])(?:(?<=,)(?:[ \t]+(?:{_CREDENTIALS})\b|[ \t]*(?:{_CREDENTIALS}|pharmacist|nurse|"
+               r"physician|midwife|registrar|consultant|physiotherapist|dietitian|social\s+worker)\b|[ \t]*" + _FIELD_AFTER + ")"
+               rf"|(?<=[ \t])(?:[ \t]*(?:{_CREDENTIALS})\b|[ \t]*,[ \t]*{_FIELD_AFTER}|[ \t]*\d{{1,3}}[ \t]?/?(?-i:[MF])(?![\w°])))")
 
 
 _NAME_SEQ_END: list[re.Pattern] = []
@@ -1300,7 +1303,7 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
                         r"(?P<l>[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?)(?![A-Za-z]))", _F), _listed_name),
             # capitalised words before a credential ("T. Alvarez, PharmD") or a demographic / record field
             # ("Nguyen Van Minh, 62,", "Fatima Al-Zahrani, 90 y/o", "Wei Zhang, PHN ...")
-            (re.compile(rf"(?<=[A-Za-z.]){_NAME_AFTER}", _F), _name_before_field),
+            (re.compile(_NAME_AFTER, _F), _name_before_field),
             # LAST, First (records, radiology headers): "HOLLOWAY, Jessica", "SANCHEZ, MIGUEL A", "WONG, Siu-ming"
             (re.compile(r"(?P<v>[A-Z](?<![A-Za-z][A-Z])[A-Z]{2,}(?:[-'’][A-Z]{2,})?,[ \t]*(?:[A-Z][a-z]+(?:-[A-Za-z][a-z]+)?|[A-Z]{2,})"
                         r"(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.?)(?![A-Za-z]))?)", _F), _caps_surname),
@@ -1328,9 +1331,12 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
     return _NAME_RULES
 
 
+_ALL_TYPES = frozenset(PHI_TYPES)
+
+
 def _check_types(types: Iterable[str] | None) -> frozenset[str]:
     if types is None:
-        return frozenset(PHI_TYPES)
+        return _ALL_TYPES
     if isinstance(types, str):
         types = [t for t in types.split(",") if t.strip()]
     wanted = frozenset(_ALIASES.get(t.strip().upper(), t.strip().upper()) for t in types)
