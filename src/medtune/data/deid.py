@@ -1094,20 +1094,21 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9])(?!E[1-4] ?V[1-5] ?M[1-6])(?!E[1-4]V[1-5]M[1-6]){_CA_PC}(?![A-Za-z0-9])", _F),
      _whole, None),
     ("ADDRESS", re.compile(rf"[A-Z](?<![A-Za-z0-9_][A-Z])[a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
-     _whole, re.compile(rf"(?<=[A-Za-z]),\s*{_US_STATES}\s+\d{{5}}", _F)),
+     _whole, re.compile(rf",(?<=[A-Za-z],)\s*{_US_STATES}\s+\d{{5}}", _F)),
     ("ADDRESS", re.compile(rf"[A-Z](?<![A-Za-z0-9_][A-Z])[a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F), _whole,
-     re.compile(rf"(?<=[A-Za-z]),?\s+{_AU_STATES},?\s+\d{{4}}(?!\d)", _F)),
+     re.compile(rf"[,\s](?<=[A-Za-z][,\s])(?:(?<=,)\s+|(?<!,)\s*){_AU_STATES},?\s+\d{{4}}(?!\d)", _F)),
     ("ADDRESS", re.compile(r"(?:\b(?:zip(?:\s*code)?|postal\s+code|post\s*code|pin(?:\s*code)?)(?![A-Za-z])\s*[:：#-]?\s*"
                            r"|(?:邮编|邮政编码|郵遞區號)[\s:：]*)(?P<v>\d{5}(?:-\d{4})?|\d{6}|\d{3}\s?\d{3}|\d{4})(?!\d)", _FI),
      _value, None),
     ("ADDRESS", re.compile(_CN_ADDR, _F), _cn_address, tuple("号號组队組隊栋棟幢座楼樓元层層室户戶")),
-    ("ADDRESS", re.compile(_POSTAL_RULE, _F), _postal_address, re.compile(rf"(?<=[A-Za-z'’-]){_POSTAL}", _F)),
+    ("ADDRESS", re.compile(_POSTAL_RULE, _F), _postal_address, re.compile(rf"[, \t](?<=[A-Za-z'’-][, \t])[ \t]*(?:{_US_STATES}\s+\d{{5}}|{_UK_PC}|(?:{_CA_PROV}{_SEP})?{_CA_PC}"
+                                                                     rf"|{_AU_STATES}{_SEP}\d{{4}}|(?:-\s*)?\d{{6}}|\d{{3}}\s\d{{3}})(?![A-Za-z0-9])", _F)),
     ("ADDRESS", re.compile(_CN_POSTAL_ADDR, _F), _cn_address, None),
     # -- IP
     ("IP", re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-                      r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)", _F), _ipv4, (".",)),
+                      r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)", _F), _ipv4, re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")),
     ("IP", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
-                      r"(?![\w:]|\.\d)", _F), _ipv6, (":",)),
+                      r"(?![\w:]|\.\d)", _F), _ipv6, re.compile(r":[0-9A-Fa-f]{0,4}:")),
     # last: a candidate inside a span already found by a rule that would win it is not parsed (find_phi)
     ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d(?:[\d()\-/]|\.(?=\d)| (?=[\d(])){5,22}\d" + _PHONE_END, _F),
      _phone, None),
@@ -1250,9 +1251,32 @@ def _first_chars(pattern: re.Pattern) -> str | None:
     return "".join(re.escape(c) for c in sorted(chars))
 
 
+def _starts_consuming(pattern: re.Pattern) -> bool:
+    """Whether the pattern's first item is a literal or a character class (case-sensitive): then re's own scan
+    skips the positions where it cannot start, which a look-ahead hint would only slow down."""
+    if pattern.flags & re.IGNORECASE:
+        return False
+    try:
+        from re import _constants as C
+        from re import _parser as P
+    except ImportError:  # Python 3.10
+        try:
+            import sre_constants as C  # noqa: N812
+            import sre_parse as P  # noqa: N812
+        except ImportError:
+            return False
+    try:
+        items = P.parse(pattern.pattern, pattern.flags)
+        while len(items) and items[0][0] is C.SUBPATTERN:
+            items = items[0][1][-1]
+        return len(items) > 0 and items[0][0] in (C.LITERAL, C.IN)
+    except Exception:
+        return False
+
+
 def _with_first_chars(pattern: re.Pattern) -> re.Pattern:
-    if re.match(r"\(\?P<\w+>\[|\[", pattern.pattern) and not pattern.flags & re.IGNORECASE:
-        return pattern  # starts by consuming a character class: re scans for its set by itself, faster than a look-ahead
+    if _starts_consuming(pattern):
+        return pattern  # starts by consuming a character: re scans for it by itself, faster than a look-ahead
     first = _first_chars(pattern)
     return re.compile(f"(?=[{first}])(?:{pattern.pattern})", pattern.flags) if first else pattern
 
