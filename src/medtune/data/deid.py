@@ -1002,12 +1002,12 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                          r"(?P<v>\+?(?:\(\d{1,5}\)|\d{1,12})(?:[ .-]?(?:\(\d{1,5}\)|\d{1,12})){0,6})(?!\d)", _FI),
      _phone_keyword, None),
     # -- ID
-    ("ID", re.compile(r"(?<![A-Za-z0-9])(?:\d{6}(?P<s> ?)\d{8}(?P=s)\d{3}[\dXx]|\d{4}(?: \d{4}){3} \d[\dXx])"
+    ("ID", re.compile(r"\d(?<![A-Za-z0-9]\d)(?:\d{5}(?P<s> ?)\d{8}(?P=s)\d{3}[\dXx]|\d{3}(?: \d{4}){3} \d[\dXx])"
                       r"(?![A-Za-z0-9])", _F), _cn_id, None),
-    ("ID", re.compile(r"(?<![A-Za-z0-9])\d{15}(?![A-Za-z0-9])", _F), _cn_id, None),
-    ("ID", re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])", _F), _ssn, None),
-    ("ID", re.compile(r"(?<![\w-])\d{3} \d{3} \d{4}(?![\w-])", _F), _nhs_spaced, None),
-    ("ID", re.compile(r"(?<![\w-])[2-9]\d{3}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?![\w-])", _F), _aadhaar, None),
+    ("ID", re.compile(r"\d(?<![A-Za-z0-9]\d)\d{14}(?![A-Za-z0-9])", _F), _cn_id, None),
+    ("ID", re.compile(r"\d(?<![\w-]\d)\d{2}-\d{2}-\d{4}(?![\w-])", _F), _ssn, None),
+    ("ID", re.compile(r"\d(?<![\w-]\d)\d{2} \d{3} \d{4}(?![\w-])", _F), _nhs_spaced, None),
+    ("ID", re.compile(r"[2-9](?<![\w-][2-9])\d{3}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?![\w-])", _F), _aadhaar, None),
     # one scan for the ids that start with a capital letter: Taiwan ID (check digit), Hong Kong ID (check
     # character), India's PAN (3 letters, the holder-type letter, a letter, 4 digits, a letter)
     ("ID", re.compile(r"(?<![A-Za-z0-9])(?:(?P<tw>[A-Z][1289]\d{8})(?![A-Za-z0-9])|(?P<hk>[A-Z]{1,2}\d{6}\s?[(（][0-9A][)）])"
@@ -1053,8 +1053,8 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     # -- ACCOUNT
     ("ACCOUNT", re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _F),
      lambda m, t: m.span() if is_valid_iban(m.group()) else None, None),
-    ("ACCOUNT", re.compile(r"(?<![\w-])\d{4}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}(?![\w-])"
-                           r"|(?<![\w-])3[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\w-])", _F), _card, None),
+    ("ACCOUNT", re.compile(r"\d(?<![\w-]\d)(?:\d{3}(?P<s>[ -]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}(?![\w-])"
+                           r"|(?<=3)[47]\d{2}[ -]?\d{6}[ -]?\d{5}(?![\w-]))", _F), _card, None),
     ("ACCOUNT", re.compile(r"(?:\b(?:(?:bank\s+)?account(?:\s+(?:number|no\.?|#))?|acct\.?(?:\s*(?:no\.?|#))?|A/C(?:\s*no\.?)?|"
                            r"IBAN|card(?:\s+(?:number|no\.?|on\s+file))?|visa|mastercard|amex|maestro|credit\s+card|debit\s+card)(?![A-Za-z])" + _CODE_FILL +
                            rf"|(?:银行卡号|銀行卡號|银行账号|銀行帳號|银行账户|账号|帳號|账户|帳戶|(?<![保险險])卡号|(?<![保险險])卡號|退费账户)[\s:：]*"
@@ -1090,8 +1090,10 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     # -- ADDRESS
     ("ADDRESS", re.compile(_EN_STREET, _F), _street, None),
     ("ADDRESS", re.compile(r"\bP\.?\s?O\.?\s+Box\s+\d{1,6}\b", _FI), _whole, None),
-    ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9]){_UK_PC}(?![A-Za-z0-9])", _F), _whole, None),
-    ("ADDRESS", re.compile(rf"(?<![A-Za-z0-9])(?!E[1-4] ?V[1-5] ?M[1-6])(?!E[1-4]V[1-5]M[1-6]){_CA_PC}(?![A-Za-z0-9])", _F),
+    ("ADDRESS", re.compile(r"[A-PR-UWYZ](?<![A-Za-z0-9][A-PR-UWYZ])(?:[A-HK-Y]?\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}|(?<=G)IR 0AA)"
+                           r"(?![A-Za-z0-9])", _F), _whole, None),
+    ("ADDRESS", re.compile(r"[ABCEGHJ-NPRSTVXY](?<![A-Za-z0-9][A-Z])(?!(?<=E)[1-4] ?V[1-5] ?M[1-6])"
+                           r"\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d(?![A-Za-z0-9])", _F),
      _whole, None),
     ("ADDRESS", re.compile(rf"[A-Z](?<![A-Za-z0-9_][A-Z])[a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?,\s*{_US_STATES}\s+\d{{5}}(?:-\d{{4}})?(?!\d)", _F),
      _whole, re.compile(rf",(?<=[A-Za-z],)\s*{_US_STATES}\s+\d{{5}}", _F)),
