@@ -1040,8 +1040,10 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
                         rf"(?:出生|生人|入院|出院|(?:[{_HAN}]{{0,8}}?(?:死亡|去世|逝世|病逝))|生(?=[，,。；;、\s)）]|$))", _FI), _dob,
      ("生", "院", "死", "世", "逝")),
     # only 90-125 is written out (speed: most numbers fail at their first digits); the validator checks again
-    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>" + _AGE_90 + r")(?![\d%]|\.\d)"
-                       r"|(?<!\d)(?P<v2>" + _AGE_90 + r")(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
+    # the keyword form and the number forms apart: the keyword's "a" would make every "a" a place to try
+    ("AGE", re.compile(r"(?:\b(?:aged?|age\s*[:：]|ages)\s*)(?P<v>" + _AGE_90 + r")(?![\d%]|\.\d)", _FI),
+     lambda m, t: _age_either(m, t), None),
+    ("AGE", re.compile(r"(?<!\d)(?P<v2>" + _AGE_90 + r")(?=\s*-?\s*(?:years?|yrs?|y)\s*-?\s*(?:old|o\b)|\s*y/o|\s*yo\b"
                        r"|\s*(?:years?|yrs?)\b(?!\s+(?:ago|of|since|later|before|after|follow))|\s*(?:周岁|岁|歲|週歲)"
                        r"|\s?y(?![A-Za-z/]))"  # "(95Y)", "95 y F"
                        # age and sex: "94F", "92/M", "91 M," (not a temperature: "T 101F")
@@ -1112,7 +1114,9 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("IP", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
                       r"(?![\w:]|\.\d)", _F), _ipv6, re.compile(r":[0-9A-Fa-f]{0,4}:")),
     # last: a candidate inside a span already found by a rule that would win it is not parsed (find_phi)
-    ("PHONE", re.compile(r"(?<![\w+./-])(?:\+|(?<!\d)00|\(\+?)?\d(?:[\d()\-/]|\.(?=\d)| (?=[\d(])){5,22}\d" + _PHONE_END, _F),
+    # its first character consumed, then the rest of "(+|00|(+?)? digit": re's own scan skips letters and spaces
+    ("PHONE", re.compile(r"[+(\d](?<![\w+./-][+(\d])(?:(?<=\+)\d|(?<=\()\+?\d|(?<=0)0\d|(?<=\d))"
+                         r"(?:[\d()\-/]|\.(?=\d)| (?=[\d(])){5,22}\d" + _PHONE_END, _F),
      _phone, None),
 ]
 _PHONE_PATTERN = _RULES[-1][1]
@@ -1304,7 +1308,8 @@ _TEMPERATURE = re.compile(r"(?:\btemp(?:erature)?|\bT(?:max)?|fever|febrile|pyre
 
 
 def _age_either(m: re.Match, text: str) -> tuple[int, int] | None:
-    g = "v" if m.group("v") is not None else "v2" if m.group("v2") is not None else "v3"
+    groups = m.groupdict()
+    g = "v" if groups.get("v") is not None else "v2" if groups.get("v2") is not None else "v3"
     if g == "v3" and _TEMPERATURE.search(text, max(0, m.start() - 14), m.start()):
         return None
     return m.span(g) if 90 <= int(m.group(g)) <= 125 else None
