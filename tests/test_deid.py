@@ -885,3 +885,149 @@ def test_phone_drops_an_unclosed_bracket_and_names_stop_at_a_column_gap():
     assert out("ring (+91-22-2555-0134 today") == "ring ([PHONE] today"
     assert out("(617) 555-0143") == "[PHONE]"
     assert out("Pt: Jack O'Sullivan   Medicare 2951 62730 1") == "Pt: [NAME]   Medicare [INSURANCE]"
+
+
+# --------------------------------------------------------------------------- generalisation fixes (issue 14, set C)
+# Each class of fix: positives, then negatives (English and Chinese where the type exists in both). The values
+# here are made up for the tests; none comes from the evaluation sets.
+
+def test_hl7_segments():
+    msg = ("MSH|^~\\&|LAB|GENHOSP|||20240101120000||ADT^A01|X1|P|2.5\n"
+           "PID|1||ZX5512309^^^GENHOSP^MR||PEMBERTON^ALICE^J||19280417|F|||||||||||912-44-1234\n"
+           "PV1|1|I|3E^301^A||||4455667788^Quill^Harriet^^^^MD|||MED\n"
+           "PID|1||KH0011223^^^TPH^MR||WU^MEI-LING^^^^^L~吴美玲||19300302|F")
+    spans = [(s.type, s.text) for s in find_phi(msg)]
+    for want in [("MRN", "ZX5512309"), ("NAME", "PEMBERTON^ALICE^J"), ("DATE", "19280417"), ("ID", "912-44-1234"),
+                 ("LICENSE", "4455667788"), ("NAME", "Quill^Harriet"), ("MRN", "KH0011223"), ("NAME", "WU^MEI-LING"),
+                 ("NAME", "吴美玲"), ("DATE", "19300302")]:
+        assert want in spans
+    assert ("DATE", "20240101120000") not in spans  # the message's own time is not the patient's
+
+
+def test_hl7_negatives():
+    text = "OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L|3.9-5.5|N|||F\nNTE|1||PID|PV1 values checked"
+    assert [s for s in find_phi(text) if s.type in ("MRN", "NAME", "DATE", "LICENSE")] == []
+
+
+def test_csv_columns():
+    text = "mrn,surname,first_name,dob,admit_date,ward\nQ7731022,Hartley,Imogen,1931-05-17,2024-01-09,4B\n"
+    assert out(text) == "mrn,surname,first_name,dob,admit_date,ward\n[MRN],[NAME],[NAME],[DATE],[DATE],4B\n"
+
+
+@pytest.mark.parametrize("text", [
+    "test,result,units,range\nsodium,139,mmol/L,135-145\n",        # no identifier column
+    "mrn,name,dob\nnot recorded\n",                                  # a row of another width
+    "name,dose,route\nparacetamol,1 g,PO\n",                         # a bare name column and no other identifier
+])
+def test_csv_negatives(text):
+    assert find_phi(text) == []
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("手机：１３９１２３４５６７８。", "手机：[PHONE]。"),
+    ("Tel: ０２０ ７９４６ ００１８", "Tel: [PHONE]"),
+])
+def test_fullwidth_digits(text, expected):
+    assert out(text) == expected
+
+
+def test_fullwidth_digit_negatives():
+    assert out("剂量：５ｍｇ，每日２次。") == "剂量：５ｍｇ，每日２次。"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Patient: OKAFOR Chinedu   DOB 02/03/1950", "Patient: [NAME]   DOB [DATE]"),
+    ("Surname QUIGLEY   Forename: Maeve", "Surname [NAME]   Forename: [NAME]"),
+    ("Patient Name : MR. RAVI SHANKAR     Age : 41 Y", "Patient Name : MR. [NAME]     Age : 41 Y"),
+    ("Name as per PAN: Sunita Rao   DOB 01/01/1980", "Name as per PAN: [NAME]   DOB [DATE]"),
+    ("RE: Tobias Lindqvist-Moore   DOB 5/6/1949", "RE: [NAME]   DOB [DATE]"),
+    ("Driver: Zbigniew Łukasiewicz", "Driver: [NAME]"),
+    ("Spoke to mum Agnieszka Wójcik today", "Spoke to mum [NAME] today"),
+    ("Balwinder Kaur Sandhu 71F, PHN 1234", "[NAME] 71F, PHN [INSURANCE]"),
+    ("Hollister, Margaret | adm 03-Feb-2024", "[NAME] | adm [DATE]"),
+    ("-T. Ravensworth, RN", "-[NAME], RN"),
+])
+def test_name_variants_english_set_c(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Patient NOT FOR CPR",                    # capitals after a cue without a colon
+    "Patient: DNR in place",                  # a field word, not a surname
+    "RE: Discharge Summary",                  # a subject line
+    "RE: Chronic Kidney Disease",
+    "Glucose, Fasting   5.4",                 # Last, First needs a listed first name
+    "MVA, driver, Vic rego",                  # driver is a cue only before a colon
+    "Ward 5 bed 63M",                         # age and sex after a number, not a name
+])
+def test_name_variant_negatives_english_set_c(text):
+    assert [s for s in find_phi(text) if s.type == "NAME"] == []
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("申请人 郭雅婷（患者之女）", "申请人 [NAME]（患者之女）"),
+    ("個案：阮氏秋（Nguyễn Thị Thu），", "個案：[NAME]（[NAME]），"),
+    ("病人姓名 Patient: 邱志豪", "病人姓名 Patient: [NAME]"),
+])
+def test_name_variants_chinese_set_c(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["申请人签字：", "个案讨论会", "Patient: 已出院"])
+def test_name_variant_negatives_chinese_set_c(text):
+    assert [s for s in find_phi(text) if s.type == "NAME"] == []
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("UR B7731029 on file", "UR [MRN] on file"),
+    ("Reg ID: USG/2403/1187", "Reg ID: [MRN]"),
+    ("QEH No. K5521003 |", "QEH No. [MRN] |"),
+    ("检查号：MR240302-0117", "检查号：[MRN]"),
+    ("CHI: 0101501234", "CHI: [ID]"),
+    ("4 INSURED'S ID NUMBER   7AB2CD3EF45", "4 INSURED'S ID NUMBER   [INSURANCE]"),
+    ("GPhC 2055512", "GPhC [LICENSE]"),
+    ("执业证书编号：210110000098765", "执业证书编号：[LICENSE]"),
+    ("驾驶证档案编号：320100987654", "驾驶证档案编号：[LICENSE]"),
+    ("refund to IBAN DE44 5001 0517 5407 3249 31", "refund to IBAN [ACCOUNT]"),
+])
+def test_keyword_variants_set_c(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["UR 5 mg", "ur ine output", "NH No. of beds 40", "检查号召", "CHI square test p=0.04",
+                                  "GPhC guidance", "IBAN unknown"])
+def test_keyword_variant_negatives_set_c(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("DOB   03 21 1937   SEX F", "DOB   [DATE]   SEX F"),
+    ("adm 14-Mar-2024 | d/c 20-Mar-2024", "adm [DATE] | d/c [DATE]"),
+    ("Pronounced by RMO at 0415 on 2024-05-02.", "Pronounced by RMO at 0415 on [DATE]."),
+    ("DOB: 01/02/1929 (95Y)", "DOB: [DATE] ([AGE]Y)"),
+    ("年龄：九十四岁", "年龄：[AGE]岁"),
+    ("享年一百零二歲", "享年[AGE]歲"),
+])
+def test_date_and_age_variants_set_c(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["pronounced oedema on 12/03/2024", "ref 03 21 1937", "年龄：十九岁", "二百岁", "(45Y)",
+                                  "aged 150 years"])
+def test_date_and_age_variant_negatives_set_c(text):
+    assert out(text) == text
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("two-wheeler (MH-12-AB-3456) skid", "two-wheeler ([VEHICLE]) skid"),
+    ("car TN 09 BC 1234 parked", "car [VEHICLE] parked"),
+    ("of 7 Mill Lane, Leeds LS6 2AB (NI no. AB 12 34 56 C) lives", "of [ADDRESS] (NI no. [ID]) lives"),
+    ("(DOB 1 May 1950, NI no. AB 12 34 56 C) of 7 Mill Lane, Leeds LS6 2AB", "(DOB [DATE], NI no. [ID]) of [ADDRESS]"),
+])
+def test_plates_and_address_look_back_set_c(text, expected):
+    assert out(text) == expected
+
+
+@pytest.mark.parametrize("text", ["KA-05 protocol", "UP 12 units", "MH-12-AB", "DL 5 mg"])
+def test_plate_negatives_set_c(text):
+    assert [s for s in find_phi(text) if s.type == "VEHICLE"] == []

@@ -1495,8 +1495,9 @@ def _csv_candidates(text: str) -> list[tuple[int, int, str]]:
         for c in head.group().split(","):
             key = re.sub(r"[ ./]+", "_", c.strip().lower())
             cols.append(next((t for pat, t in _CSV_COLUMNS if pat.fullmatch(key)), None))
-        if not any(cols):
-            continue
+        keys = [re.sub(r"[ ./]+", "_", c.strip().lower()) for c in head.group().split(",")]
+        if not any(cols) or all(t in (None, "NAME") for t in cols) and all(k == "name" for k, t in zip(keys, cols) if t):
+            continue  # "name,dose,route": a bare name column with no other identifier may name anything
         pos = head.end() + 1
         while pos < len(text):
             end = text.find("\n", pos)
