@@ -1363,6 +1363,7 @@ def _name_rules() -> list[tuple[re.Pattern, Validator, tuple[str, ...] | None]]:
 
 
 _ALL_TYPES = frozenset(PHI_TYPES)
+_STRONGER_THAN_PHONE = frozenset(t for t in PHI_TYPES if _PRIORITY[t] < _PRIORITY["PHONE"])
 
 
 def _check_types(types: Iterable[str] | None) -> frozenset[str]:
@@ -1543,10 +1544,12 @@ def find_phi(text: str, types: Iterable[str] | None = None) -> list[Span]:
                 continue
         if not has_digit and typ not in ("EMAIL", "URL", "VEHICLE", "DATE") and needs is not _NO_DIGIT_NEEDED:
             continue  # every other rule needs a digit
+        is_phone = pattern is _PHONE_PATTERN
         for m in pattern.finditer(text):
-            if pattern is _PHONE_PATTERN and any(s <= m.start() and m.end() <= e and _PRIORITY[t] < _PRIORITY["PHONE"]
-                                                 for s, e, t in candidates):
-                continue  # libphonenumber is the slow part; this span is already taken by a stronger type
+            if is_phone:
+                ms, me = m.span()
+                if any(s <= ms and me <= e and t in _STRONGER_THAN_PHONE for s, e, t in candidates):
+                    continue  # libphonenumber is the slow part; this span is already taken by a stronger type
             span = validate(m, text)
             if span is not None and span[1] > span[0]:
                 if typ == "PHONE" and (ext := _EXTENSION.match(text, span[1])):
