@@ -335,8 +335,30 @@ _NOT_BEFORE_STREET = frozenset(
     "administer administered x every for about approximately over after before within last".split()
 )
 
+def _trie(words: Iterable[str]) -> str:
+    """One regex for a list of literal words, as a trie: Python's `re` tries the branches of an alternation
+    one by one, so a hundred cue words cost a hundred tries at each word start; a trie costs a few. A space
+    in a word matches any run of white space."""
+    tree: dict = {}
+    for w in words:
+        node = tree
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        alts = [(r"\s+" if ch == " " else re.escape(ch)) + emit(node[ch]) for ch in sorted(k for k in node if k)]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return "(?:" + emit(tree) + ")"
+
+
 _PROVINCES = ("北京|天津|上海|重庆|河北|山西|辽宁|吉林|黑龙江|江苏|浙江|安徽|福建|江西|山东|河南|湖北|湖南|广东|海南|"
               "四川|贵州|云南|陕西|甘肃|青海|台湾|內蒙古|内蒙古|广西|西藏|宁夏|新疆|香港|澳门|臺灣|台灣|臺北|台北|新北|桃園|臺中|台中|臺南|台南|高雄")
+_PROVINCES_TRIE = _trie(_PROVINCES.split("|"))
 _HAN = "\u4e00-\u9fff"
 _CN_NUM = "0-9一二三四五六七八九十百零〇"
 _CN_CITY = rf"(?:[{_HAN}]{{1,7}}?(?:市|州|盟|地区))"
@@ -347,9 +369,9 @@ _CN_TRIGGERS = ("住址", "地址", "家住", "现住", "住在", "住于", "居
                 "現住", "戶籍", "來自", "位於")
 _CN_ADDR = (
     # start: a province; or after an address word; or, with a city or district, after punctuation
-    rf"(?:(?:{_PROVINCES})(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
+    rf"(?:{_PROVINCES_TRIE}(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
     rf"{_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
-    rf"|(?:{'|'.join(f'(?<={w})' for w in _CN_TRIGGERS)})(?![在于於为是])[：:]?\s*(?:\d{{3,6}}\s?)?{_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
+    rf"|(?<=[址住在于於自地籍])(?:{'|'.join(f'(?<={w})' for w in _CN_TRIGGERS)})(?![在于於为是])[：:]?\s*(?:\d{{3,6}}\s?)?{_CN_CITY}?{_CN_DISTRICT}?{_CN_TOWN}?"
     rf"|(?:(?<=[：:，,。；;\s（(])|^)(?:\d{{3,6}}\s?)?(?:{_CN_CITY}{_CN_DISTRICT}?|{_CN_DISTRICT}){_CN_TOWN}?)"
     # road (not 消化道, 呼吸道, ...) and number, then building / unit / room
     rf"(?:[{_HAN}A-Za-z0-9]{{1,10}}?(?:大道|大街|路|街|巷|(?<!消化)(?<!呼吸)(?<![尿胆食阴肠气泪])道|胡同|弄|里|村)(?:[{_CN_NUM}]{{1,3}}段)?"
@@ -360,7 +382,7 @@ _CN_ADDR = (
     r"(?:(?<=[楼樓栋棟幢座元层層])[0-9]{1,5}(?:室|号|號|房)?)?"
 )
 # a Chinese address with its postcode: province, then up to 30 characters, then 6 digits ("...b座 463608")
-_CN_POSTAL_ADDR = rf"(?:{_PROVINCES})[{_HAN}A-Za-z0-9]{{2,30}}?\s?(?<![A-Za-z])[1-8]\d{{5}}(?![\d(（])"
+_CN_POSTAL_ADDR = rf"{_PROVINCES_TRIE}[{_HAN}A-Za-z0-9]{{2,30}}?\s?(?<![A-Za-z])[1-8]\d{{5}}(?![\d(（])"
 _CN_LEAD = re.compile(rf"^(?:.*?(?:{'|'.join(_CN_TRIGGERS)}))?[在于於：:\s]*")
 _CN_PROVINCE_RE = re.compile(_PROVINCES)
 
@@ -704,26 +726,6 @@ _NAME_TOKEN = r"(?:Mohd\.|Md\.|(?!(?:Jr|Sr)\b)[A-Z\u00c0-\u00d6\u00d8-\u00de\u01
 _PARTICLE = r"(?:van|von|der|den|de|del|della|di|da|dos|das|du|le|la|bin|binti|bint|ibn|al|el|ap|ter|ten)"
 _NAME_SEQ = rf"(?-i:{_NAME_TOKEN}(?: (?:{_PARTICLE} ){{0,2}}{_NAME_TOKEN}){{0,3}}(?:,?\s+(?:Jr|Sr)\.?|\s+(?:II|III|IV)\b)?)"
 _TITLE = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Sr|Smt|Shri|Sri|Kum)"
-def _trie(words: Iterable[str]) -> str:
-    """One regex for a list of literal words, as a trie: Python's `re` tries the branches of an alternation
-    one by one, so a hundred cue words cost a hundred tries at each word start; a trie costs a few. A space
-    in a word matches any run of white space."""
-    tree: dict = {}
-    for w in words:
-        node = tree
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def emit(node: dict) -> str:
-        alts = [(r"\s+" if ch == " " else re.escape(ch)) + emit(node[ch]) for ch in sorted(k for k in node if k)]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if "" in node else body
-
-    return "(?:" + emit(tree) + ")"
-
 
 # single-word cues (lower case; matched case-insensitively): then a name
 _CUE_WORDS = _trie((
@@ -1104,7 +1106,10 @@ _RULES: list[tuple[str, re.Pattern, Validator, tuple[str, ...] | None]] = [
     ("ADDRESS", re.compile(r"(?:\b(?:zip(?:\s*code)?|postal\s+code|post\s*code|pin(?:\s*code)?)(?![A-Za-z])\s*[:：#-]?\s*"
                            r"|(?:邮编|邮政编码|郵遞區號)[\s:：]*)(?P<v>\d{5}(?:-\d{4})?|\d{6}|\d{3}\s?\d{3}|\d{4})(?!\d)", _FI),
      _value, None),
-    ("ADDRESS", re.compile(_CN_ADDR, _F), _cn_address, tuple("号號组队組隊栋棟幢座楼樓元层層室户戶")),
+    # only where a road and its number, or a housing estate, is written (a scan for those words first)
+    ("ADDRESS", re.compile(_CN_ADDR, _F), _cn_address,
+     re.compile(rf"(?:大道|大街|路|街|巷|道|胡同|弄|里|村)(?:[{_CN_NUM}]{{1,3}}段)?[{_CN_NUM}]+(?:[-之][0-9]+)?[号號组队組隊]"
+                r"|小区|花园|家园|公寓|大厦|新村|苑|广场|大院|社区")),
     ("ADDRESS", re.compile(_POSTAL_RULE, _F), _postal_address, re.compile(rf"[, \t](?<=[A-Za-z'’-][, \t])[ \t]*(?:{_US_STATES}\s+\d{{5}}|{_UK_PC}|(?:{_CA_PROV}{_SEP})?{_CA_PC}"
                                                                      rf"|{_AU_STATES}{_SEP}\d{{4}}|(?:-\s*)?\d{{6}}|\d{{3}}\s\d{{3}})(?![A-Za-z0-9])", _F)),
     ("ADDRESS", re.compile(_CN_POSTAL_ADDR, _F), _cn_address, None),
@@ -1275,6 +1280,8 @@ def _starts_consuming(pattern: re.Pattern) -> bool:
         items = P.parse(pattern.pattern, pattern.flags)
         while len(items) and items[0][0] is C.SUBPATTERN:
             items = items[0][1][-1]
+        if len(items) and items[0][0] is C.BRANCH:  # every branch starts with a literal: re scans for those
+            return all(len(b) and b[0][0] is C.LITERAL for b in items[0][1][1])
         return len(items) > 0 and items[0][0] in (C.LITERAL, C.IN)
     except Exception:
         return False
