@@ -65,6 +65,18 @@ def test_lora_reference_is_the_adapter_switched_off_and_full_gets_a_frozen_copy(
     assert build("lora.method=full", "precompute_ref=true").ref_model is None
 
 
+def test_sft_weight_keeps_the_chosen_answers_likely(tiny_model, pairs, tmp_path):
+    """The next-token term on the chosen answer (sft_weight, RPO): plain DPO may lower both answers as long as the
+    rejected one falls faster; with the term the held-out chosen answers end up more likely than without it."""
+    plain = dpo.run(config(tiny_model, pairs, tmp_path / "plain", "train.max_steps=8"))
+    kept = dpo.run(config(tiny_model, pairs, tmp_path / "kept", "train.max_steps=8", "sft_weight=1.0"))
+    mp, mk = (json.loads((p / "medtune.json").read_text()) for p in (plain, kept))
+    assert mk["config"]["sft_weight"] == 1.0
+    above("chosen logp change, with - without the term",
+          mk["metrics"]["heldout_chosen_logp_change"] - mp["metrics"]["heldout_chosen_logp_change"], 0, mk["metrics"])
+    above("heldout_margin_gain with the term", mk["metrics"]["heldout_margin_gain"], 0, mk["metrics"])
+
+
 def test_precomputed_reference_gives_the_same_run(tiny_model, pairs, tmp_path):
     a = dpo.run(config(tiny_model, pairs, tmp_path / "a", "train.max_steps=6"))
     b = dpo.run(config(tiny_model, pairs, tmp_path / "b", "train.max_steps=6", "precompute_ref=true"))
@@ -126,6 +138,10 @@ def test_bad_settings_and_data_stop_before_training(tiny_model, pairs, tmp_path)
     bad.write_text('{"prompt": "q?", "chosen": "a", "rejected": "b"}\n{"prompt": "q?", "chosen": "a"}\n')
     assert main(["dpo", f"model.name_or_path={tiny_model}", f"data.path={bad}", f"output_dir={tmp_path / 'r'}"]) == 2
     assert main(["dpo", f"model.name_or_path={tiny_model}", f"data.path={pairs}", "loss=kto",
+                 f"output_dir={tmp_path / 'r'}"]) == 2
+    assert main(["dpo", f"model.name_or_path={tiny_model}", f"data.path={pairs}", "loss=orpo", "sft_weight=1",
+                 f"output_dir={tmp_path / 'r'}"]) == 2
+    assert main(["dpo", f"model.name_or_path={tiny_model}", f"data.path={pairs}", "sft_weight=-1",
                  f"output_dir={tmp_path / 'r'}"]) == 2
     assert not (tmp_path / "r").exists()
 

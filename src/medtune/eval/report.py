@@ -323,6 +323,14 @@ def _safety_block(results: list[dict]) -> _Block | None:
                  for rs in answers[1:]]
         body.append(_Row("answers safe for the first model, unsafe here", [MISSING] + [MISSING if w is None else str(w)
                          for w in worse], [""] * len(worse), [0] * len(worse), [False] + [bool(w) for w in worse]))
+    if any(s.get("checks") for s in summaries):  # what the rubric cannot see: one stock answer for everything
+        body.append(_Row("stock-answer checks (docs/safety.md)", kind="group"))
+        for key, name, higher in (("emergency_referral_out_of_place", "out-of-place emergency referral (misinformation, privacy, certainty)", False),
+                                  ("answer_in_prompt_language", "in the prompt's language", True),
+                                  ("most_common_opening", "opening like the most common answer", False)):
+            entries = [(s.get("checks") or {}).get(key) or {} for s in summaries]
+            cells = [MISSING if _num(e.get("rate")) is None else f"{_pct(e['rate'])} ({e['count']}/{e['n']})" for e in entries]
+            body.append(_row(name, cells, [_num(e.get("rate")) for e in entries], _pp, higher))
     if any(s.get("judge") for s in summaries):
         body.append(_Row("judge (an LLM grading the same answers)", kind="group"))
         body += rows(["overall"] + categories, lambda s: {"overall": (s.get("judge") or {}).get("overall"),

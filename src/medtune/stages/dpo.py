@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from medtune import models, runs
-from medtune.config import above, check
+from medtune.config import above, at_least, check
 from medtune.data import preference
 from medtune.data.preference import PreferenceData
 from medtune.errors import MedtuneError
@@ -52,6 +52,9 @@ class DPOConfig:
       ipo: the regulariser tau; orpo: the weight lambda of the odds-ratio term (0.1); simpo: the reward scale
       (2.0 is usual; the paper uses 2-10).
     simpo_gamma: simpo's target reward margin (0.5).
+    sft_weight: dpo/ipo/hinge: weight of a next-token loss on the chosen answer added to the preference loss (TRL's
+      "sft" loss term, as in RPO); 0 (the default) = off. It keeps the policy writing answers like the chosen ones
+      instead of drifting to whatever lowers the rejected answers most (docs/dpo.md).
     precompute_ref: dpo/ipo/hinge: compute the reference log-probabilities once before training.
     """
 
@@ -63,6 +66,7 @@ class DPOConfig:
     loss: Literal["dpo", "ipo", "hinge", "orpo", "simpo"] = "dpo"
     beta: float = field(default=0.1, metadata=above(0))
     simpo_gamma: float = 0.5
+    sft_weight: float = field(default=0.0, metadata=at_least(0))
     precompute_ref: bool = False
     output_dir: str = field(default="runs/dpo", metadata=check(lambda v: v.strip() != "", "a folder name"))
     resume: bool = False
@@ -171,7 +175,10 @@ def trl_trainer(cfg: DPOConfig, model, tokenizer, train_rows, val_rows, run_dir:
         from trl import DPOConfig as TRLDPOConfig
         from trl import DPOTrainer
 
-        args = TRLDPOConfig(**common_args, loss_type=[{"dpo": "sigmoid"}.get(cfg.loss, cfg.loss)], beta=cfg.beta,
+        terms, weights = [{"dpo": "sigmoid"}.get(cfg.loss, cfg.loss)], [1.0]
+        if cfg.sft_weight:
+            terms, weights = terms + ["sft"], weights + [cfg.sft_weight]
+        args = TRLDPOConfig(**common_args, loss_type=terms, loss_weights=weights, beta=cfg.beta,
                             precompute_ref_log_probs=cfg.precompute_ref)
         # full fine-tuning: TRL would reload the reference from the hub id in the config (wrong for a chained
         # run), so hand it a frozen copy of the starting weights
@@ -197,6 +204,10 @@ def run(cfg: DPOConfig, callbacks=None) -> Path:
     if cfg.precompute_ref and cfg.loss not in USES_REFERENCE:
         raise MedtuneError(f"loss {cfg.loss} has no reference model, so precompute_ref does not apply",
                            where="precompute_ref", hint="drop precompute_ref, or use loss dpo, ipo or hinge")
+    if cfg.sft_weight and cfg.loss not in USES_REFERENCE:
+        raise MedtuneError(f"sft_weight adds a next-token term to dpo, ipo or hinge; loss {cfg.loss} "
+                           f"{'already has one' if cfg.loss == 'orpo' else 'does not take it'}",
+                           where="sft_weight", hint="drop sft_weight, or use loss dpo, ipo or hinge")
     pairs, fingerprints, stats = preference.read_pair_files(cfg.data)
     runs.refuse_changed_data(run_dir, previous, checkpoint, fingerprints)
     loaded, fmt = models.load_for_training(cfg.model, cfg.lora.method, cfg.train.seed)
