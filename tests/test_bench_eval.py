@@ -28,12 +28,14 @@ def run_bench(tmp_path, *extra):
 
 
 def test_eval_bench_smoke(tmp_path):
-    stdout, figures = run_bench(tmp_path, "--no-harness")
-    assert "ratio medtune / baseline" in stdout and "compute bound" in stdout
+    stdout, figures = run_bench(tmp_path, "--no-harness", "--precision", "bf16")  # bf16 on any CPU (emulated without AVX512-BF16)
+    assert "ratio medtune / baseline" in stdout and "compute bound" in stdout and "bf16+check bound" in stdout
     for name in ("pubmedqa", "medmcqa"):
         f = figures["tasks"][name]
         rows = f["rows"]
-        assert set(rows) == {"medtune", "baseline"} and f["items"] == 3
+        assert set(rows) == {"medtune", "medtune bf16+check", "baseline"} and f["items"] == 3
+        assert rows["medtune bf16+check"]["same_predictions"]  # acc and acc_norm, against medtune fp32
+        assert f["bf16_check"]["calibration_items"] == 3 and f["bf16_check"]["rechecked"] == 0  # 3 items: all calibrate
         assert rows["baseline"]["same_predictions"] and rows["baseline"]["accuracy"] == rows["medtune"]["accuracy"]
         assert rows["baseline"]["max_loglik_difference"] < 1e-3
         assert 0 < f["medtune_share_of_bound"]
